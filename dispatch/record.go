@@ -1,0 +1,103 @@
+package dispatch
+
+import (
+	"encoding/base64"
+	"time"
+	"unicode/utf8"
+
+	"github.com/serialcbd/serialcbd/serialcb"
+)
+
+// TimeLayout is how received_at is written in text records: UTC with all
+// nine fractional digits, so that text order is time order.
+const TimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// AppendJSON appends the frame's record as one JSON object (no newline):
+//
+//	{"id":"…","port":"…","seq":1,"received_at":"…","payload":"…"}
+//
+// The payload is text when it is valid UTF-8; otherwise it is base64 and the
+// object has "encoding":"base64". It does not allocate when dst has room.
+func AppendJSON(dst []byte, f *serialcb.Frame) []byte {
+	dst = append(dst, `{"id":"`...)
+	dst, _ = f.ID.AppendText(dst)
+	dst = append(dst, `","port":`...)
+	dst = appendJSONString(dst, f.Port)
+	dst = append(dst, `,"seq":`...)
+	dst = appendUint(dst, f.Seq)
+	dst = append(dst, `,"received_at":"`...)
+	dst = f.ReceivedAt.UTC().AppendFormat(dst, TimeLayout)
+	dst = append(dst, `","payload":`...)
+	if utf8.Valid(f.Payload) {
+		dst = appendJSONString(dst, f.Payload)
+	} else {
+		dst = append(dst, '"')
+		dst = base64.StdEncoding.AppendEncode(dst, f.Payload)
+		dst = append(dst, `","encoding":"base64"`...)
+	}
+	return append(dst, '}')
+}
+
+// FormatTime formats t as records store received_at.
+func FormatTime(t time.Time) string { return t.UTC().Format(TimeLayout) }
+
+func appendUint(dst []byte, v uint64) []byte {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			break
+		}
+	}
+	return append(dst, b[i:]...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString quotes valid UTF-8 text as a JSON string. Control
+// characters, quote and backslash are escaped; so are U+2028 and U+2029,
+// which break JavaScript consumers that eval JSON.
+func appendJSONString[S string | []byte](dst []byte, s S) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		// Multi-byte: only U+2028/U+2029 (E2 80 A8/A9) need escaping.
+		if c == 0xE2 && i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xA8 || s[i+2] == 0xA9) {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\u202`...)
+			dst = append(dst, hexDigits[s[i+2]&0xf])
+			i += 3
+			start = i
+			continue
+		}
+		i++
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
