@@ -1,0 +1,123 @@
+package configs
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestExampleIsValid(t *testing.T) {
+	c, err := Parse("example.yaml", Example(), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Ports) != 2 || len(c.Sinks) != 2 || len(c.Routes) != 2 {
+		t.Fatalf("example has %d ports, %d sinks, %d routes; want 2, 2, 2", len(c.Ports), len(c.Sinks), len(c.Routes))
+	}
+	if c.Ports[1].Framing != `lines:\r` {
+		t.Errorf("framing = %q", c.Ports[1].Framing)
+	}
+	if c.Sinks[1].Retry.MaxAge != 24*time.Hour {
+		t.Errorf("max_age = %v", c.Sinks[1].Retry.MaxAge)
+	}
+	var h struct {
+		Timeout time.Duration     `yaml:"timeout"`
+		Headers map[string]string `yaml:"headers"`
+	}
+	if err := c.DecodeBlock("sinks[1].http", &c.Sinks[1].HTTP, &h); err != nil {
+		t.Fatal(err)
+	}
+	if h.Timeout != 5*time.Second || h.Headers["Authorization"] != "Bearer replace-me" {
+		t.Errorf("http block = %+v", h)
+	}
+	if got := c.Pos("sinks[1].retry.max_age"); got == 0 {
+		t.Error("no line recorded for sinks[1].retry.max_age")
+	}
+}
+
+const base = `
+ports:
+  - name: gps
+    path: /dev/ttyUSB0
+sinks:
+  - name: db
+    url: sqlite:x.db
+`
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		env        map[string]string
+		want       []string // substrings of the error
+	}{
+		{"unknown top key", base + "metrics_adr: x\n", nil, []string{"t.yaml:8:", `unknown key "metrics_adr"`, `did you mean "metrics_addr"`}},
+		{"unknown nested key", strings.Replace(base, "path:", "pth: x\n    path:", 1), nil, []string{"t.yaml:4:", "ports[0].pth", `did you mean "path"`}},
+		{"duration without unit", base + "drain_timeout: 10\n", nil, []string{"t.yaml:8:", "has no unit"}},
+		{"bad type", strings.Replace(base, "name: gps", "name: gps\n    baud: fast", 1), nil, []string{"t.yaml:4:", "ports[0].baud", "fast"}},
+		{"missing env", strings.Replace(base, "x.db", "${DB}", 1), nil, []string{"t.yaml:7:", "DB is not set"}},
+		{"no ports", "sinks:\n  - name: a\n    url: stdout\n", nil, []string{"no ports"}},
+		{"duplicate port", strings.Replace(base, "sinks:", "  - name: gps\n    path: /dev/x\nsinks:", 1), nil, []string{"t.yaml:5:", "duplicate port name"}},
+		{"route to unknown sink", base + "routes:\n  - sinks: [nope]\n", nil, []string{"t.yaml:9:", `no sink named "nope"`, "sinks: db"}},
+		{"syntax", "ports: [\n", nil, []string{"t.yaml", "YAML syntax"}},
+		{"empty", "", nil, []string{"config is empty"}},
+		{"bad level", base + "log:\n  level: loud\n", nil, []string{"t.yaml:9:", "log.level"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(tt.yaml), env(tt.env))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %T is not *Error: %v", err, err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestEnvExpansion(t *testing.T) {
+	y := strings.Replace(base, "x.db", "${DIR:-/tmp}/x.db", 1) + "    concurrency: ${N}\n"
+	c, err := Parse("t.yaml", []byte(y), env(map[string]string{"N": "7"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Sinks[0].URL != "sqlite:/tmp/x.db" || c.Sinks[0].Concurrency != 7 {
+		t.Errorf("got url %q concurrency %d", c.Sinks[0].URL, c.Sinks[0].Concurrency)
+	}
+	// A value that looks like YAML structure stays a plain string.
+	y = strings.Replace(base, "x.db", "${SECRET}", 1)
+	c, err = Parse("t.yaml", []byte(y), env(map[string]string{"SECRET": "a: b # c"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Sinks[0].URL != "sqlite:a: b # c" {
+		t.Errorf("url = %q", c.Sinks[0].URL)
+	}
+}
+
+func TestDecodeBlockUnknownKey(t *testing.T) {
+	y := base + "    http:\n      timeout: 1s\n      hedaers: {}\n"
+	c, err := Parse("t.yaml", []byte(y), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h struct {
+		Timeout time.Duration     `yaml:"timeout"`
+		Headers map[string]string `yaml:"headers"`
+	}
+	err = c.DecodeBlock("sinks[0].http", &c.Sinks[0].HTTP, &h)
+	if err == nil || !strings.Contains(err.Error(), "t.yaml:10:") || !strings.Contains(err.Error(), `did you mean "headers"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
