@@ -1,0 +1,653 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/serialcbd/serialcbd/asyncloop"
+	"github.com/serialcbd/serialcbd/serialcb"
+)
+
+// Errors a frame's future can carry (inside *DeliveryError for per-sink ones).
+var (
+	ErrBacklogFull = errors.New("sink backlog full: frames arrive faster than the sink takes them")
+	ErrUnrouted    = errors.New("no route matches the frame's port")
+	ErrStopped     = errors.New("stopped before delivery: the drain deadline passed")
+)
+
+// Options are one sink's delivery settings. Zero values take the defaults.
+type Options struct {
+	// MaxBatch is the most frames one Write carries (default 500).
+	MaxBatch int
+	// Linger is how long a partial batch may wait to fill. Zero writes as
+	// soon as the sink is free, so batches grow only under load (group
+	// commit): low latency at low rates, big batches at high rates.
+	Linger time.Duration
+	// MaxInflight is how many Writes may run at once (default 1).
+	MaxInflight int
+	// MaxPending caps the frames waiting for this sink (default 50,000).
+	// Past it, a new frame fails for this sink with ErrBacklogFull, counted
+	// and logged; other sinks are not held back.
+	MaxPending int
+	Retry      RetryPolicy
+}
+
+// RetryPolicy says how retryable failures are retried: exponential backoff
+// from Initial to Max with jitter (a wait in [d/2, d]), at least as long as
+// a RetryAfter error asks.
+type RetryPolicy struct {
+	Initial     time.Duration // default 100ms
+	Max         time.Duration // default 30s
+	MaxAttempts int           // 0: no limit
+	MaxAge      time.Duration // 0: no limit; older frames (by received_at) give up
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 500
+	}
+	if o.MaxInflight <= 0 {
+		o.MaxInflight = 1
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = 50_000
+	}
+	if o.Retry.Initial <= 0 {
+		o.Retry.Initial = 100 * time.Millisecond
+	}
+	if o.Retry.Max <= 0 {
+		o.Retry.Max = 30 * time.Second
+	}
+	o.Retry.Max = max(o.Retry.Max, o.Retry.Initial)
+	return o
+}
+
+// Target is a named sink with its delivery settings.
+type Target struct {
+	Name    string
+	Sink    Sink
+	Options Options
+}
+
+// Route sends the frames of Ports (all ports when empty) to Sinks.
+type Route struct {
+	Ports []string
+	Sinks []string
+}
+
+// Config is what New needs.
+type Config struct {
+	Targets []Target
+	// Routes: a frame goes to the union of the sinks of every route that
+	// matches its port. No routes: every frame goes to every sink.
+	Routes []Route
+}
+
+// Receipt is the value of a frame's future.
+type Receipt struct {
+	ID    serialcb.ID
+	Port  string
+	Seq   uint64
+	Sinks int // sinks that acknowledged the frame
+}
+
+// SinkError is one sink's final failure for a frame.
+type SinkError struct {
+	Sink     string
+	Attempts int
+	Err      error
+}
+
+func (e *SinkError) Error() string {
+	return fmt.Sprintf("sink %s: %v (attempts: %d)", e.Sink, e.Err, e.Attempts)
+}
+
+// Unwrap returns the sink's error.
+func (e *SinkError) Unwrap() error { return e.Err }
+
+// DeliveryError is the error of a frame that some sink did not take.
+type DeliveryError struct {
+	Delivered int // sinks that acknowledged it
+	Failed    []*SinkError
+}
+
+func (e *DeliveryError) Error() string {
+	parts := make([]string, len(e.Failed))
+	for i, f := range e.Failed {
+		parts[i] = f.Error()
+	}
+	return fmt.Sprintf("not delivered to %d of %d sinks: %s", len(e.Failed), len(e.Failed)+e.Delivered, strings.Join(parts, "; "))
+}
+
+// Unwrap returns the per-sink errors, for errors.Is and errors.As.
+func (e *DeliveryError) Unwrap() []error {
+	errs := make([]error, len(e.Failed))
+	for i, f := range e.Failed {
+		errs[i] = f
+	}
+	return errs
+}
+
+// Stats are counters safe to read from any goroutine.
+type Stats struct {
+	Submitted, Delivered, Failed uint64
+	Sinks                        []SinkStats
+}
+
+// SinkStats are one sink's counters.
+type SinkStats struct {
+	Name                       string
+	Delivered, Failed, Retried uint64
+	Pending, Inflight          int64
+}
+
+// Dispatcher routes frames to sinks. Submit is safe from any goroutine;
+// everything else it owns lives on the event loop's goroutine, so it needs
+// no locks.
+type Dispatcher struct {
+	loop   *asyncloop.Loop
+	log    *zap.Logger
+	lanes  []*lane
+	byName map[string]*lane
+	routes []Route
+	onDone func(*asyncloop.Future[Receipt])
+
+	submitted, delivered, failed atomic.Uint64
+
+	// Loop-owned.
+	routeCache  map[string][]*lane
+	outstanding int
+	draining    bool
+	drained     chan struct{}
+	aborted     bool
+}
+
+// item is one frame on its way to its sinks; loop-owned.
+type item struct {
+	frame     serialcb.Frame
+	fut       *asyncloop.Future[Receipt]
+	remaining int
+	delivered int
+	errs      []*SinkError
+}
+
+// New checks cfg and builds a Dispatcher; it does no I/O.
+func New(loop *asyncloop.Loop, cfg Config, log *zap.Logger) (*Dispatcher, error) {
+	if len(cfg.Targets) == 0 {
+		return nil, errors.New("dispatch: no sinks")
+	}
+	d := &Dispatcher{
+		loop:       loop,
+		log:        log,
+		byName:     map[string]*lane{},
+		routes:     cfg.Routes,
+		routeCache: map[string][]*lane{},
+	}
+	for _, t := range cfg.Targets {
+		if t.Sink == nil || t.Name == "" {
+			return nil, fmt.Errorf("dispatch: sink %q: name and sink are required", t.Name)
+		}
+		if d.byName[t.Name] != nil {
+			return nil, fmt.Errorf("dispatch: duplicate sink name %q", t.Name)
+		}
+		l := &lane{d: d, name: t.Name, sink: t.Sink, opt: t.Options.withDefaults(), waiting: map[*batch]func() bool{}}
+		d.lanes = append(d.lanes, l)
+		d.byName[t.Name] = l
+	}
+	for i, r := range cfg.Routes {
+		for _, s := range r.Sinks {
+			if d.byName[s] == nil {
+				return nil, fmt.Errorf("dispatch: route %d: no sink named %q", i, s)
+			}
+		}
+	}
+	d.onDone = d.frameDone
+	return d, nil
+}
+
+// Start runs the Start(ctx) method of every sink that has one (opening a
+// database, creating its table), in order; the first failure is returned.
+func (d *Dispatcher) Start(ctx context.Context) error {
+	for _, l := range d.lanes {
+		if s, ok := l.sink.(interface{ Start(context.Context) error }); ok {
+			if err := s.Start(ctx); err != nil {
+				return fmt.Errorf("start sink %s: %w", l.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Submit hands a frame to the event loop and returns its future, which
+// resolves once every routed sink acknowledged the frame (value) or gave up
+// on it (a *DeliveryError), or at once when the hand-off itself fails (the
+// loop's queue stayed full, or the loop is stopped). It never waits on I/O;
+// with the loop's Block policy it may wait for room in the queue.
+// Every failure is logged and counted here; callers may ignore the future.
+func (d *Dispatcher) Submit(f serialcb.Frame) *asyncloop.Future[Receipt] {
+	d.submitted.Add(1)
+	it := &item{frame: f, fut: asyncloop.NewFuture[Receipt](d.loop)}
+	it.fut.AddDoneCallback(d.onDone)
+	if err := d.loop.CallSoon(func() { d.accept(it) }); err != nil {
+		it.fut.Resolve(it.receipt(), fmt.Errorf("hand-off to the event loop: %w", err))
+	}
+	return it.fut
+}
+
+func (it *item) receipt() Receipt {
+	return Receipt{ID: it.frame.ID, Port: it.frame.Port, Seq: it.frame.Seq, Sinks: it.delivered}
+}
+
+// frameDone is every frame future's done-callback.
+func (d *Dispatcher) frameDone(f *asyncloop.Future[Receipt]) {
+	err := f.Err()
+	if err == nil {
+		d.delivered.Add(1)
+		return
+	}
+	d.failed.Add(1)
+	var de *DeliveryError
+	if !errors.As(err, &de) { // per-sink failures were logged by their lane
+		r, _ := f.Result(context.Background())
+		d.log.Error("frame not delivered", zap.Stringer("id", r.ID), zap.String("port", r.Port), zap.Uint64("seq", r.Seq), zap.Error(err))
+	}
+}
+
+// accept runs on the loop.
+func (d *Dispatcher) accept(it *item) {
+	if d.aborted {
+		it.fut.Resolve(it.receipt(), ErrStopped)
+		return
+	}
+	lanes := d.route(it.frame.Port)
+	if len(lanes) == 0 {
+		it.fut.Resolve(it.receipt(), fmt.Errorf("port %q: %w", it.frame.Port, ErrUnrouted))
+		return
+	}
+	d.outstanding++
+	it.remaining = len(lanes)
+	for _, l := range lanes {
+		l.enqueue(it)
+	}
+}
+
+func (d *Dispatcher) route(port string) []*lane {
+	if lanes, ok := d.routeCache[port]; ok {
+		return lanes
+	}
+	var lanes []*lane
+	if len(d.routes) == 0 {
+		lanes = d.lanes
+	} else {
+		seen := map[*lane]bool{}
+		for _, r := range d.routes {
+			if len(r.Ports) > 0 && !contains(r.Ports, port) {
+				continue
+			}
+			for _, s := range r.Sinks {
+				if l := d.byName[s]; !seen[l] {
+					seen[l] = true
+					lanes = append(lanes, l)
+				}
+			}
+		}
+	}
+	d.routeCache[port] = lanes
+	return lanes
+}
+
+func contains(xs []string, x string) bool {
+	for _, s := range xs {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}
+
+// sinkDone records one sink's final outcome for a frame; on the loop.
+func (d *Dispatcher) sinkDone(it *item, serr *SinkError) {
+	it.remaining--
+	if serr != nil {
+		it.errs = append(it.errs, serr)
+	} else {
+		it.delivered++
+	}
+	if it.remaining > 0 {
+		return
+	}
+	d.outstanding--
+	if len(it.errs) > 0 {
+		it.fut.Resolve(it.receipt(), &DeliveryError{Delivered: it.delivered, Failed: it.errs})
+	} else {
+		it.fut.Resolve(it.receipt(), nil)
+	}
+	if d.draining && d.outstanding == 0 && d.drained != nil {
+		close(d.drained)
+		d.drained = nil
+	}
+}
+
+// Drain waits until every submitted frame has its outcome. Call it after
+// the read loops stopped. If ctx ends first, the frames still queued or
+// waiting to retry fail with ErrStopped (logged and counted), and writes in
+// flight fail when the loop's Shutdown cancels them; Drain then returns
+// ctx.Err().
+func (d *Dispatcher) Drain(ctx context.Context) error {
+	done := make(chan struct{})
+	err := d.loop.CallSoon(func() {
+		d.draining = true
+		if d.outstanding == 0 {
+			close(done)
+			return
+		}
+		d.drained = done
+		for _, l := range d.lanes {
+			l.pump() // flush batches held back by Linger
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("drain: %w", err)
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	aborted := make(chan struct{})
+	d.loop.CallLater(0, func() {
+		d.abort()
+		close(aborted)
+	})
+	<-aborted
+	return ctx.Err()
+}
+
+// abort gives up on everything not yet being written; on the loop.
+func (d *Dispatcher) abort() {
+	d.aborted = true
+	for _, l := range d.lanes {
+		for b, stop := range l.waiting {
+			if stop() {
+				delete(l.waiting, b)
+				l.setInflight(-1)
+				l.fail(b.items, b.attempts, ErrStopped)
+			}
+		}
+		if n := len(l.pending) - l.head; n > 0 {
+			items := l.pending[l.head:]
+			l.pending, l.head = nil, 0
+			l.queued.Store(0)
+			l.fail(items, 0, ErrStopped)
+		}
+	}
+}
+
+// Close closes every sink. Call it after the loop has shut down.
+func (d *Dispatcher) Close() error {
+	var errs []error
+	for _, l := range d.lanes {
+		if err := l.sink.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close sink %s: %w", l.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stats returns a snapshot of the counters.
+func (d *Dispatcher) Stats() Stats {
+	s := Stats{Submitted: d.submitted.Load(), Delivered: d.delivered.Load(), Failed: d.failed.Load()}
+	for _, l := range d.lanes {
+		s.Sinks = append(s.Sinks, SinkStats{
+			Name:      l.name,
+			Delivered: l.nDelivered.Load(),
+			Failed:    l.nFailed.Load(),
+			Retried:   l.nRetried.Load(),
+			Pending:   l.queued.Load(),
+			Inflight:  l.inflightN.Load(),
+		})
+	}
+	return s
+}
+
+// lane carries frames to one sink; all its fields but the counters are
+// owned by the loop goroutine.
+type lane struct {
+	d    *Dispatcher
+	name string
+	sink Sink
+	opt  Options
+
+	pending    []*item
+	head       int
+	inflight   int // batches being written or waiting to retry
+	failing    int // consecutive failed attempts; >0 means probe with one batch
+	lingerStop func() bool
+	lingerDue  bool
+	waiting    map[*batch]func() bool // batches in backoff → stop their timer
+
+	nDelivered, nFailed, nRetried atomic.Uint64
+	queued, inflightN             atomic.Int64
+}
+
+type batch struct {
+	items    []*item
+	frames   []*serialcb.Frame
+	attempts int
+}
+
+func (l *lane) setInflight(delta int) {
+	l.inflight += delta
+	l.inflightN.Store(int64(l.inflight))
+}
+
+func (l *lane) enqueue(it *item) {
+	if len(l.pending)-l.head >= l.opt.MaxPending {
+		l.fail([]*item{it}, 0, ErrBacklogFull)
+		return
+	}
+	l.pending = append(l.pending, it)
+	l.queued.Add(1)
+	l.pump()
+}
+
+// pump starts batches while the lane has room; on the loop.
+func (l *lane) pump() {
+	for {
+		n := len(l.pending) - l.head
+		if n == 0 {
+			return
+		}
+		limit := l.opt.MaxInflight
+		if l.failing > 0 {
+			limit = 1 // the sink is failing: probe it with one batch, do not hammer it
+		}
+		if l.inflight >= limit {
+			return
+		}
+		if n < l.opt.MaxBatch && l.opt.Linger > 0 && !l.lingerDue && !l.d.draining {
+			if l.lingerStop == nil {
+				l.lingerStop = l.d.loop.CallLater(l.opt.Linger, l.lingerFired)
+			}
+			return
+		}
+		take := min(n, l.opt.MaxBatch)
+		b := &batch{items: make([]*item, take), frames: make([]*serialcb.Frame, take)}
+		copy(b.items, l.pending[l.head:l.head+take])
+		clear(l.pending[l.head : l.head+take])
+		l.head += take
+		if l.head == len(l.pending) {
+			l.pending, l.head = l.pending[:0], 0
+		} else if l.head > len(l.pending)/2 && l.head > 1024 {
+			l.pending = l.pending[:copy(l.pending, l.pending[l.head:])]
+			l.head = 0
+		}
+		l.queued.Add(-int64(take))
+		for i, it := range b.items {
+			b.frames[i] = &it.frame
+		}
+		l.lingerDue = false
+		if l.lingerStop != nil {
+			l.lingerStop()
+			l.lingerStop = nil
+		}
+		l.start(b)
+	}
+}
+
+func (l *lane) lingerFired() {
+	l.lingerStop = nil
+	l.lingerDue = true
+	l.pump()
+}
+
+// start submits one Write of b to the loop's workers.
+func (l *lane) start(b *batch) {
+	b.attempts++
+	l.setInflight(1)
+	fut := asyncloop.Submit(l.d.loop, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, l.sink.Write(ctx, b.frames)
+	})
+	fut.AddDoneCallback(func(f *asyncloop.Future[struct{}]) { l.finish(b, f.Err()) })
+}
+
+// finish acts on a Write's outcome: acknowledge, give up, or retry; on the loop.
+func (l *lane) finish(b *batch, err error) {
+	l.setInflight(-1)
+	if err == nil {
+		l.failing = 0
+		l.ack(b.items)
+		l.pump()
+		return
+	}
+	var retry []*item
+	var lastErr error
+	var be *BatchError
+	switch {
+	case errors.As(err, &be) && len(be.Errs) == len(b.items):
+		var ok []*item
+		for i, e := range be.Errs {
+			switch {
+			case e == nil:
+				ok = append(ok, b.items[i])
+			case IsPermanent(e):
+				l.fail(b.items[i:i+1], b.attempts, e)
+			default:
+				retry = append(retry, b.items[i])
+				lastErr = e
+			}
+		}
+		l.ack(ok)
+	case IsPermanent(err):
+		l.fail(b.items, b.attempts, err)
+	default:
+		retry, lastErr = b.items, err
+	}
+	if len(retry) == 0 {
+		l.failing = 0 // the sink answered; it rejected frames, it is not down
+		l.pump()
+		return
+	}
+	if l.d.aborted || errors.Is(err, asyncloop.ErrClosed) {
+		l.fail(retry, b.attempts, ErrStopped)
+		l.pump()
+		return
+	}
+	if p := l.opt.Retry; p.MaxAttempts > 0 && b.attempts >= p.MaxAttempts {
+		l.fail(retry, b.attempts, fmt.Errorf("gave up after %d attempts: %w", b.attempts, lastErr))
+		l.pump()
+		return
+	}
+	if maxAge := l.opt.Retry.MaxAge; maxAge > 0 {
+		now := time.Now()
+		fresh := retry[:0:0]
+		for _, it := range retry {
+			if now.Sub(it.frame.ReceivedAt) > maxAge {
+				l.fail([]*item{it}, b.attempts, fmt.Errorf("gave up: older than max age %s: %w", maxAge, lastErr))
+			} else {
+				fresh = append(fresh, it)
+			}
+		}
+		if retry = fresh; len(retry) == 0 {
+			l.pump()
+			return
+		}
+	}
+	rb := b
+	if len(retry) != len(b.items) {
+		rb = &batch{items: retry, frames: make([]*serialcb.Frame, len(retry)), attempts: b.attempts}
+		for i, it := range retry {
+			rb.frames[i] = &it.frame
+		}
+	}
+	l.failing++
+	delay := l.backoff(rb.attempts, lastErr)
+	l.nRetried.Add(uint64(len(rb.items)))
+	l.d.log.Warn("sink write failed; will retry",
+		zap.String("sink", l.name), zap.Int("frames", len(rb.items)), zap.Int("attempt", rb.attempts),
+		zap.Duration("retry_in", delay), zap.Error(lastErr))
+	l.setInflight(1) // the waiting batch keeps its slot
+	l.waiting[rb] = l.d.loop.CallLater(delay, func() {
+		delete(l.waiting, rb)
+		l.setInflight(-1)
+		if l.d.aborted {
+			l.fail(rb.items, rb.attempts, ErrStopped)
+			return
+		}
+		l.start(rb)
+	})
+	l.pump()
+}
+
+func (l *lane) backoff(attempts int, err error) time.Duration {
+	p := l.opt.Retry
+	d := p.Initial
+	for i := 1; i < attempts && d < p.Max; i++ {
+		d *= 2
+	}
+	d = min(d, p.Max)
+	d = d/2 + rand.N(d/2+1) // jitter in [d/2, d] so that many ports do not retry in step
+	if ra, ok := retryAfter(err); ok && ra > d {
+		d = min(ra, time.Hour)
+	}
+	return d
+}
+
+func (l *lane) ack(items []*item) {
+	l.nDelivered.Add(uint64(len(items)))
+	for _, it := range items {
+		l.d.sinkDone(it, nil)
+	}
+}
+
+// fail gives up on items for this sink and logs it: one line per frame for
+// small groups, one summary line (first and last frame) for large ones.
+func (l *lane) fail(items []*item, attempts int, err error) {
+	if len(items) == 0 {
+		return
+	}
+	l.nFailed.Add(uint64(len(items)))
+	log := l.d.log
+	if len(items) <= 10 {
+		for _, it := range items {
+			log.Error("frame not delivered to sink", zap.String("sink", l.name), zap.Stringer("id", it.frame.ID),
+				zap.String("port", it.frame.Port), zap.Uint64("seq", it.frame.Seq), zap.Int("attempts", attempts), zap.Error(err))
+		}
+	} else {
+		first, last := &items[0].frame, &items[len(items)-1].frame
+		log.Error("frames not delivered to sink", zap.String("sink", l.name), zap.Int("frames", len(items)),
+			zap.Stringer("first_id", first.ID), zap.String("first_port", first.Port), zap.Uint64("first_seq", first.Seq),
+			zap.Stringer("last_id", last.ID), zap.String("last_port", last.Port), zap.Uint64("last_seq", last.Seq),
+			zap.Int("attempts", attempts), zap.Error(err))
+	}
+	for _, it := range items {
+		l.d.sinkDone(it, &SinkError{Sink: l.name, Attempts: attempts, Err: err})
+	}
+}

@@ -1,0 +1,97 @@
+package dispatch_test
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/serialcb"
+)
+
+type record struct {
+	ID         string `json:"id"`
+	Port       string `json:"port"`
+	Seq        uint64 `json:"seq"`
+	ReceivedAt string `json:"received_at"`
+	Payload    string `json:"payload"`
+	Encoding   string `json:"encoding"`
+}
+
+func decodeRecord(t testing.TB, b []byte) record {
+	t.Helper()
+	var r record
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		t.Fatalf("invalid JSON %q: %v", b, err)
+	}
+	return r
+}
+
+func payloadOf(t testing.TB, r record) []byte {
+	if r.Encoding == "base64" {
+		b, err := base64.StdEncoding.DecodeString(r.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	return []byte(r.Payload)
+}
+
+func TestAppendJSON(t *testing.T) {
+	var gen serialcb.IDGen
+	at := time.Date(2026, 3, 14, 9, 26, 53, 123456789, time.FixedZone("CET", 3600))
+	tests := []struct {
+		name     string
+		payload  []byte
+		encoding string
+	}{
+		{"nmea", []byte("$GPGGA,092653.00,4851.5022,N*5B"), ""},
+		{"quotes and control", []byte("a\"b\\c\td\x00e\x1f\r"), ""},
+		{"line separators", []byte("x\u2028y\u2029z"), ""},
+		{"utf-8", []byte("température 21,4 °C"), ""},
+		{"invalid utf-8", []byte{0xb5, 0x62, 0x01, 0x07, 0xff}, "base64"},
+		{"empty", []byte{}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &serialcb.Frame{ID: gen.New(at), Port: "gps-1", Seq: 42, ReceivedAt: at, Payload: tt.payload}
+			r := decodeRecord(t, dispatch.AppendJSON(nil, f))
+			if r.ID != f.ID.String() || r.Port != "gps-1" || r.Seq != 42 || r.Encoding != tt.encoding {
+				t.Errorf("record %+v", r)
+			}
+			if r.ReceivedAt != "2026-03-14T08:26:53.123456789Z" {
+				t.Errorf("received_at %q, want UTC with 9 digits", r.ReceivedAt)
+			}
+			if got := payloadOf(t, r); !bytes.Equal(got, tt.payload) {
+				t.Errorf("payload %q, want %q", got, tt.payload)
+			}
+		})
+	}
+}
+
+func FuzzAppendJSON(f *testing.F) {
+	f.Add([]byte("hello"))
+	f.Add([]byte{0, 0xff, '"', '\\', 0xe2, 0x80, 0xa8})
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		fr := &serialcb.Frame{Port: "p", Seq: 1, ReceivedAt: time.Unix(0, 1), Payload: payload}
+		r := decodeRecord(t, dispatch.AppendJSON(nil, fr))
+		if got := payloadOf(t, r); !bytes.Equal(got, payload) {
+			t.Fatalf("payload %q round-tripped to %q", payload, got)
+		}
+	})
+}
+
+func BenchmarkAppendJSON(b *testing.B) {
+	var gen serialcb.IDGen
+	f := &serialcb.Frame{ID: gen.New(time.Now()), Port: "gps", Seq: 1, ReceivedAt: time.Now(), Payload: bytes.Repeat([]byte("a"), 64)}
+	buf := make([]byte, 0, 512)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = dispatch.AppendJSON(buf[:0], f)
+	}
+}
