@@ -158,7 +158,7 @@ func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Confi
 		}
 		return nil, err
 	}
-	if err := c.check(); err != nil {
+	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -204,8 +204,8 @@ func (c *Config) DecodeBlock(path string, n *yaml.Node, out any) error {
 	return decodeStrict(c.file, path, n, out)
 }
 
-// check validates the structure that does not need any other package.
-func (c *Config) check() error {
+// Validate checks the structure that does not need any other package.
+func (c *Config) Validate() error {
 	switch c.Log.Level {
 	case "", "debug", "info", "warn", "error":
 	default:

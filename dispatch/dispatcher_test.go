@@ -227,8 +227,10 @@ func TestOutcomes(t *testing.T) {
 			delivered: 50, minCalls: 4,
 		},
 		{
-			name:      "retry after",
-			outcome:   func(call int, _ []*serialcb.Frame) error { return map[bool]error{true: dispatch.RetryAfter(errDown, time.Minute)}[call == 1] },
+			name: "retry after",
+			outcome: func(call int, _ []*serialcb.Frame) error {
+				return map[bool]error{true: dispatch.RetryAfter(errDown, time.Minute)}[call == 1]
+			},
 			frames:    10,
 			delivered: 10, minCalls: 2,
 		},
@@ -309,7 +311,6 @@ func TestOutcomes(t *testing.T) {
 		})
 	}
 }
-
 
 // The first retry waits at least half the initial backoff, RetryAfter is
 // honoured, and a failing sink is probed with one batch at a time.
