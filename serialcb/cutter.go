@@ -1,0 +1,157 @@
+package serialcb
+
+// Cutter applies a Framer to a byte stream and enforces the max frame size.
+// It keeps the partial frame between Feeds in one buffer of maxFrame bytes,
+// allocated on first use and reused: memory stays bounded whatever the
+// input, and steady-state cutting allocates nothing.
+//
+// MaxFrame bounds the bytes one frame takes in the stream, delimiter
+// included: a frame whose boundary has not been found within maxFrame bytes
+// is oversize. It is then skipped up to the next boundary, reported once
+// with the total dropped, and cutting carries on with the next frame.
+//
+// A Cutter is not safe for concurrent use; each read loop owns one.
+type Cutter struct {
+	f   Framer
+	res resumer // f's optional resume capability, or nil
+	max int
+
+	// buf holds the partial frame (or, while skipping, the few bytes Skip
+	// kept) between Feeds; len(buf) < max after every Feed, cap(buf) == max.
+	buf []byte
+	// scanned is how many bytes at the start of buf Split already returned
+	// 0 on, so a resumer need not search them again.
+	scanned  int
+	skipping bool // inside an oversize frame, dropping up to the next boundary
+	dropped  int  // bytes of that oversize frame dropped so far
+}
+
+// NewCutter returns a Cutter for f. A maxFrame below 1, or below the length
+// of f's delimiter (for Lines), is raised to that: a smaller limit could not
+// hold even an empty frame.
+func NewCutter(f Framer, maxFrame int) *Cutter {
+	c := &Cutter{f: f, max: max(maxFrame, 1)}
+	c.res, _ = f.(resumer)
+	if b, ok := f.(boundaryLen); ok {
+		c.max = max(c.max, b.boundaryLen())
+	}
+	return c
+}
+
+// Feed consumes p; emit is called for each complete frame (payload valid
+// only during the call); oversize is called with the number of bytes dropped
+// each time an oversize frame is skipped (once per oversize frame, after
+// resync, with the total dropped). Either callback may be nil.
+//
+// Whole frames found in p are passed to emit straight from p, without a
+// copy; only the trailing partial frame is copied into the Cutter's buffer.
+func (c *Cutter) Feed(p []byte, emit func(payload []byte), oversize func(dropped int)) {
+	for len(p) > 0 {
+		if len(c.buf) == 0 {
+			k := c.cut(p, emit, oversize)
+			if rest := p[k:]; len(rest) > 0 {
+				if c.buf == nil {
+					c.buf = make([]byte, 0, c.max)
+				}
+				c.buf = append(c.buf, rest...) // fits: cut leaves < max bytes
+			}
+			return
+		}
+		// A partial frame is held: top it up to at most max bytes, cut, and
+		// shift what is left down to the start of the buffer.
+		take := min(c.max-len(c.buf), len(p))
+		c.buf = append(c.buf, p[:take]...)
+		p = p[take:]
+		k := c.cut(c.buf, emit, oversize)
+		c.buf = c.buf[:copy(c.buf, c.buf[k:])]
+	}
+}
+
+// cut frames w and returns how many bytes of it were consumed. It leaves
+// fewer than max bytes unconsumed, so the rest always fits in buf. w is
+// either the caller's p or c.buf; c.scanned refers to the frame at w[0].
+func (c *Cutter) cut(w []byte, emit func([]byte), oversize func(int)) int {
+	off := 0
+	for off < len(w) {
+		rest := w[off:]
+		if c.skipping {
+			n, synced := c.f.Skip(rest)
+			n = min(max(n, 0), len(rest)) // a faulty Framer must not break bounds
+			if !synced && len(rest)-n >= c.max {
+				n = len(rest) // Skip kept too much: drop it all
+			}
+			off += n
+			c.dropped += n
+			if !synced {
+				break
+			}
+			c.skipping = false
+			c.reportOversize(oversize, c.dropped)
+			c.dropped = 0
+			continue
+		}
+		var n int
+		var frame []byte
+		if c.res != nil && c.scanned > 0 {
+			n, frame = c.res.SplitFrom(rest, c.scanned)
+		} else {
+			n, frame = c.f.Split(rest)
+		}
+		if n <= 0 {
+			if len(rest) >= c.max {
+				c.skipping = true // no boundary within max bytes
+				c.scanned = 0
+				continue
+			}
+			c.scanned = len(rest)
+			break
+		}
+		n = min(n, len(rest))
+		off += n
+		c.scanned = 0
+		switch {
+		case n > c.max:
+			// The whole oversize frame was in w (a large Feed): drop it.
+			c.reportOversize(oversize, n)
+		case frame != nil && emit != nil:
+			emit(frame)
+		}
+	}
+	return off
+}
+
+func (c *Cutter) reportOversize(oversize func(int), n int) {
+	if oversize != nil {
+		oversize(n)
+	}
+}
+
+// Pending returns the partial frame held, for a flush or a log line at stop;
+// it is nil while an oversize frame is being skipped (see Dropping). The
+// slice is valid until the next Feed or Reset.
+func (c *Cutter) Pending() []byte {
+	if c.skipping || len(c.buf) == 0 {
+		return nil
+	}
+	return c.buf
+}
+
+// Dropping returns how many bytes of an oversize frame have been skipped
+// while its end (the next boundary) has not arrived yet; 0 when not skipping.
+// It lets a caller that stops mid-frame account for them.
+func (c *Cutter) Dropping() int {
+	if !c.skipping {
+		return 0
+	}
+	return c.dropped + len(c.buf)
+}
+
+// Reset discards the partial frame and any skip in progress, keeping the
+// buffer: a reader calls it when the port is reopened, so bytes from before
+// a disconnect are never glued to bytes after it.
+func (c *Cutter) Reset() {
+	c.buf = c.buf[:0]
+	c.scanned = 0
+	c.skipping = false
+	c.dropped = 0
+}

@@ -1,0 +1,415 @@
+package serialcb
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.bug.st/serial"
+	"go.bug.st/serial/enumerator"
+)
+
+// Parity is a serial line's parity setting.
+type Parity string
+
+// The parity settings; the empty Parity means ParityNone.
+const (
+	ParityNone  Parity = "none"
+	ParityOdd   Parity = "odd"
+	ParityEven  Parity = "even"
+	ParityMark  Parity = "mark"
+	ParitySpace Parity = "space"
+)
+
+// Defaults applied to a zero PortConfig field.
+const (
+	DefaultDataBits     = 8
+	DefaultMaxFrame     = 64 << 10
+	DefaultReadBuffer   = 16 << 10
+	DefaultReconnectMin = 100 * time.Millisecond
+	DefaultReconnectMax = 5 * time.Second
+)
+
+// Upper limits: a frame or a read buffer is memory held per port.
+const (
+	maxMaxFrame   = 16 << 20
+	maxReadBuffer = 1 << 20
+)
+
+// PortConfig describes one port: where it is, its line settings and how its
+// stream is framed. The zero value of every field but Path and Baud means
+// its default.
+type PortConfig struct {
+	// Name identifies the port in frames, logs and metrics; default Path.
+	Name string
+	// Path is the device, e.g. /dev/ttyUSB0 or a /dev/serial/by-id/ link.
+	Path string
+	// Baud is the line speed in bits per second; required.
+	Baud int
+	// DataBits is 5..8; default 8.
+	DataBits int
+	// Parity is none, odd, even, mark or space; default none.
+	Parity Parity
+	// StopBits is 1, 1.5 or 2; default 1. 1.5 exists on Windows only.
+	StopBits float64
+	// Framer cuts the stream into frames; default Lines("\n").
+	Framer Framer
+	// MaxFrame caps the bytes of one frame, delimiter included; longer
+	// frames are dropped and counted. Default 65536.
+	MaxFrame int
+	// ReadBuffer is the most bytes one read system call returns; default
+	// 16384.
+	ReadBuffer int
+	// ReconnectMin and ReconnectMax bound the exponential backoff between
+	// attempts to reopen a port that vanished or cannot be opened; defaults
+	// 100ms and 5s.
+	ReconnectMin, ReconnectMax time.Duration
+}
+
+// Validate checks c without any I/O, so a config can be checked on a machine
+// without the device.
+func (c PortConfig) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Path == "" {
+		add("path must not be empty")
+	}
+	if c.Baud <= 0 {
+		add("baud must be > 0 (e.g. 9600 or 115200), got %d", c.Baud)
+	}
+	if c.DataBits != 0 && (c.DataBits < 5 || c.DataBits > 8) {
+		add("data bits must be 5..8, got %d", c.DataBits)
+	}
+	if _, ok := serialParity(c.Parity); !ok {
+		add("parity must be one of none, odd, even, mark, space; got %q", c.Parity)
+	}
+	switch c.StopBits {
+	case 0, 1, 2:
+	case 1.5:
+		if runtime.GOOS != "windows" {
+			add("stop bits 1.5 is not supported on %s (use 1 or 2)", runtime.GOOS)
+		}
+	default:
+		add("stop bits must be 1, 1.5 or 2, got %v", c.StopBits)
+	}
+	if c.MaxFrame < 0 || c.MaxFrame > maxMaxFrame {
+		add("max frame must be 0 (default %d) or 1..%d bytes, got %d", DefaultMaxFrame, maxMaxFrame, c.MaxFrame)
+	}
+	if c.ReadBuffer < 0 || c.ReadBuffer > maxReadBuffer {
+		add("read buffer must be 0 (default %d) or 1..%d bytes, got %d", DefaultReadBuffer, maxReadBuffer, c.ReadBuffer)
+	}
+	if c.ReconnectMin < 0 || c.ReconnectMax < 0 {
+		add("reconnect delays must not be negative")
+	} else if d := c.withDefaults(); d.ReconnectMin > d.ReconnectMax {
+		add("reconnect min (%v) must not exceed reconnect max (%v)", d.ReconnectMin, d.ReconnectMax)
+	}
+	if err := errors.Join(errs...); err != nil {
+		name := c.Name
+		if name == "" {
+			name = c.Path
+		}
+		return fmt.Errorf("port %q: %w", name, err)
+	}
+	return nil
+}
+
+// serialParity maps p to go.bug.st/serial's value; "" is none.
+func serialParity(p Parity) (serial.Parity, bool) {
+	switch p {
+	case "", ParityNone:
+		return serial.NoParity, true
+	case ParityOdd:
+		return serial.OddParity, true
+	case ParityEven:
+		return serial.EvenParity, true
+	case ParityMark:
+		return serial.MarkParity, true
+	case ParitySpace:
+		return serial.SpaceParity, true
+	}
+	return 0, false
+}
+
+// withDefaults fills the zero fields.
+func (c PortConfig) withDefaults() PortConfig {
+	if c.Name == "" {
+		c.Name = c.Path
+	}
+	if c.DataBits == 0 {
+		c.DataBits = DefaultDataBits
+	}
+	if c.Parity == "" {
+		c.Parity = ParityNone
+	}
+	if c.StopBits == 0 {
+		c.StopBits = 1
+	}
+	if c.Framer == nil {
+		c.Framer = Lines(nil)
+	}
+	if c.MaxFrame == 0 {
+		c.MaxFrame = DefaultMaxFrame
+	}
+	if c.ReadBuffer == 0 {
+		c.ReadBuffer = DefaultReadBuffer
+	}
+	if c.ReconnectMin == 0 {
+		c.ReconnectMin = DefaultReconnectMin
+	}
+	if c.ReconnectMax == 0 {
+		c.ReconnectMax = max(DefaultReconnectMax, c.ReconnectMin)
+	}
+	return c
+}
+
+func (c PortConfig) mode() *serial.Mode {
+	stop := serial.OneStopBit
+	switch c.StopBits {
+	case 1.5:
+		stop = serial.OnePointFiveStopBits
+	case 2:
+		stop = serial.TwoStopBits
+	}
+	parity, _ := serialParity(c.Parity)
+	return &serial.Mode{BaudRate: c.Baud, DataBits: c.DataBits, Parity: parity, StopBits: stop}
+}
+
+// OpenErrorKind classifies why a port could not be opened.
+type OpenErrorKind int
+
+// The kinds of OpenError.
+const (
+	OpenFailed     OpenErrorKind = iota // none of the below
+	OpenNotFound                        // no such device
+	OpenPermission                      // the user may not open it
+	OpenBusy                            // another process holds it
+	OpenInvalid                         // not a serial device, or it rejects the line settings
+)
+
+// String returns a short description of k.
+func (k OpenErrorKind) String() string {
+	switch k {
+	case OpenNotFound:
+		return "not found"
+	case OpenPermission:
+		return "permission denied"
+	case OpenBusy:
+		return "busy"
+	case OpenInvalid:
+		return "not a usable serial port"
+	}
+	return "failed"
+}
+
+// Sentinels for errors.Is on an OpenError, by kind.
+var (
+	ErrPortNotFound = errors.New("serial port not found")
+	ErrPermission   = errors.New("permission denied on serial port")
+	ErrPortBusy     = errors.New("serial port busy")
+)
+
+// OpenError is returned by Open: the port, the kind of failure, the
+// underlying error and a hint saying what to do about it.
+type OpenError struct {
+	Path string
+	Kind OpenErrorKind
+	Err  error
+	Hint string
+}
+
+// Error reads "open serial port PATH: KIND: ERR; HINT".
+func (e *OpenError) Error() string {
+	s := fmt.Sprintf("open serial port %s: %s: %v", e.Path, e.Kind, e.Err)
+	if e.Hint != "" {
+		s += "; " + e.Hint
+	}
+	return s
+}
+
+// Unwrap returns the underlying error (often a *serial.PortError or a
+// syscall.Errno).
+func (e *OpenError) Unwrap() error { return e.Err }
+
+// Is matches the sentinel of e's kind: ErrPortNotFound, ErrPermission or
+// ErrPortBusy.
+func (e *OpenError) Is(target error) bool {
+	switch target {
+	case ErrPortNotFound:
+		return e.Kind == OpenNotFound
+	case ErrPermission:
+		return e.Kind == OpenPermission
+	case ErrPortBusy:
+		return e.Kind == OpenBusy
+	}
+	return false
+}
+
+// Open opens the port described by cfg with its line settings, for blocking
+// reads (no read timeout; Close wakes a blocked Read). Its failures are
+// *OpenError values whose message says what to do: join the dialout group,
+// find the process holding the port, or pick one of the ports that exist.
+func Open(cfg PortConfig) (serial.Port, error) {
+	return openPort(cfg, true)
+}
+
+// openPort is Open; listPorts false leaves the list of existing ports out of
+// a not-found hint, which a reconnect loop retrying every few seconds wants:
+// enumerating opens every /dev/ttyS* to see whether it is real.
+func openPort(cfg PortConfig, listPorts bool) (serial.Port, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	port, err := serial.Open(cfg.Path, cfg.mode())
+	if err != nil {
+		return nil, classifyOpenError(cfg, err, listPorts)
+	}
+	if err := port.SetReadTimeout(serial.NoTimeout); err != nil {
+		port.Close()
+		return nil, &OpenError{Path: cfg.Path, Kind: OpenFailed, Err: err}
+	}
+	return port, nil
+}
+
+func classifyOpenError(cfg PortConfig, err error, listPorts bool) *OpenError {
+	e := &OpenError{Path: cfg.Path, Kind: OpenFailed, Err: err}
+	var pe *serial.PortError
+	if errors.As(err, &pe) {
+		switch pe.Code() {
+		case serial.PortNotFound:
+			e.Kind = OpenNotFound
+		case serial.PermissionDenied:
+			e.Kind = OpenPermission
+		case serial.PortBusy:
+			e.Kind = OpenBusy
+		case serial.InvalidSerialPort, serial.InvalidSpeed, serial.InvalidDataBits,
+			serial.InvalidParity, serial.InvalidStopBits:
+			e.Kind = OpenInvalid
+		}
+	} else {
+		switch {
+		case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENODEV), errors.Is(err, syscall.ENXIO):
+			e.Kind = OpenNotFound
+		case errors.Is(err, fs.ErrPermission):
+			e.Kind = OpenPermission
+		case errors.Is(err, syscall.EBUSY):
+			e.Kind = OpenBusy
+		}
+	}
+	switch e.Kind {
+	case OpenNotFound:
+		e.Hint = "check the path and that the device is plugged in"
+		if listPorts {
+			e.Hint = notFoundHint()
+		}
+	case OpenPermission:
+		e.Hint = "the user needs the dialout group: `sudo usermod -aG dialout $USER` then log in again; " +
+			"under systemd set SupplementaryGroups=dialout; in Docker use --device " + cfg.Path + " --group-add dialout"
+	case OpenBusy:
+		e.Hint = "another process holds the port (find it with `fuser -v " + cfg.Path + "`); stop it or pick another port"
+	case OpenInvalid:
+		e.Hint = fmt.Sprintf("check that %s is a serial device and supports %d baud, %d data bits, parity %s, %v stop bits",
+			cfg.Path, cfg.Baud, cfg.DataBits, cfg.Parity, cfg.StopBits)
+	}
+	return e
+}
+
+// notFoundHint lists the ports that exist, so a typo is easy to fix.
+func notFoundHint() string {
+	ports, err := ListPorts()
+	if err != nil {
+		return "check the path (listing the ports failed: " + err.Error() + ")"
+	}
+	if len(ports) == 0 {
+		return "no serial ports found: is the device plugged in? (`dmesg | tail` shows it arriving)"
+	}
+	names := make([]string, 0, len(ports))
+	for _, p := range ports {
+		if p.ByID != "" {
+			names = append(names, p.Name+" ("+p.ByID+")")
+		} else {
+			names = append(names, p.Name)
+		}
+	}
+	return "ports present: " + strings.Join(names, ", ")
+}
+
+// PortInfo describes a serial port found on the system.
+type PortInfo struct {
+	// Name is the device path, e.g. /dev/ttyUSB0.
+	Name string `json:"name"`
+	// ByID is the stable /dev/serial/by-id/ link to it, if any: prefer it
+	// in configs, since ttyUSB numbers change with plug order.
+	ByID string `json:"by_id,omitempty"`
+	// IsUSB is true for USB adapters and CDC devices.
+	IsUSB bool `json:"usb"`
+	// VID, PID, SerialNumber and Product come from USB descriptors.
+	VID          string `json:"vid,omitempty"`
+	PID          string `json:"pid,omitempty"`
+	SerialNumber string `json:"serial_number,omitempty"`
+	Product      string `json:"product,omitempty"`
+}
+
+// ListPorts returns the serial ports present, sorted by name. Virtual ports
+// (ptys made by socat or vport) are not listed.
+//
+// Note that go.bug.st/serial opens each /dev/ttyS* briefly to tell real
+// UARTs from placeholders, so this is not free of side effects on those.
+func ListPorts() ([]PortInfo, error) {
+	details, err := enumerator.GetDetailedPortsList()
+	if err != nil {
+		return nil, fmt.Errorf("list serial ports: %w", err)
+	}
+	// The enumerator returns an empty Name for a port without a sysfs
+	// device entry; its order is that of GetPortsList, so borrow the name.
+	var names []string
+	if slices.ContainsFunc(details, func(d *enumerator.PortDetails) bool { return d.Name == "" }) {
+		names, _ = serial.GetPortsList()
+	}
+	byID := serialByID()
+	ports := make([]PortInfo, 0, len(details))
+	for i, d := range details {
+		name := d.Name
+		if name == "" {
+			if len(names) != len(details) {
+				continue
+			}
+			name = names[i]
+		}
+		ports = append(ports, PortInfo{
+			Name:         name,
+			ByID:         byID[name],
+			IsUSB:        d.IsUSB,
+			VID:          d.VID,
+			PID:          d.PID,
+			SerialNumber: d.SerialNumber,
+			Product:      d.Product,
+		})
+	}
+	slices.SortFunc(ports, func(a, b PortInfo) int { return strings.Compare(a.Name, b.Name) })
+	return ports, nil
+}
+
+// serialByID maps device paths to their udev /dev/serial/by-id/ links.
+func serialByID() map[string]string {
+	const dir = "/dev/serial/by-id"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil // no udev, no USB serial device, or not Linux
+	}
+	m := make(map[string]string, len(entries))
+	for _, e := range entries {
+		link := filepath.Join(dir, e.Name())
+		if target, err := filepath.EvalSymlinks(link); err == nil {
+			m[target] = link
+		}
+	}
+	return m
+}

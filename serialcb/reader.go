@@ -1,0 +1,322 @@
+package serialcb
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.bug.st/serial"
+	"go.uber.org/zap"
+)
+
+// oversizeLogEvery rate-limits the oversize warning: a device spewing
+// garbage must not flood the log (every frame is still counted).
+const oversizeLogEvery = 10 * time.Second
+
+// slabSize is the block payload copies are carved from: one allocation per
+// slabSize bytes of frames instead of one per frame (1/64 alloc per 64-byte
+// frame). BenchmarkReaderVport shows the same frames/s either way, so the
+// gain is GC pressure only; the block is kept small because a frame held
+// for long pins its whole block. Payloads larger than slabSize/4 get their
+// own allocation so a big frame does not waste a block.
+const slabSize = 4 << 10
+
+// errNoData stands for a read that returned neither bytes nor an error,
+// which a blocking read should never do; treating it as a lost port (with
+// backoff) keeps such a driver from making the loop spin.
+var errNoData = errors.New("read returned no data")
+
+// Reader reads one serial port and turns its stream into Frames. Create it
+// with NewReader and call Run (or RunOpen); Stats may be called from any
+// goroutine at any time.
+type Reader struct {
+	cfg PortConfig // defaults applied
+	log *zap.Logger
+	gen IDGen
+
+	running    atomic.Bool
+	opened     chan struct{} // closed at the first successful open
+	openedOnce sync.Once
+
+	bytes, frames, oversize, oversizeBytes, reconnects atomic.Uint64
+	up                                                 atomic.Bool
+
+	// Owned by the goroutine in Run.
+	seq    uint64
+	cutter *Cutter
+	buf    []byte // read buffer
+	slab   []byte // unused rest of the current payload block
+	// Oversize log rate limit: frames and bytes not yet reported.
+	ovLastLog                 time.Time
+	ovPendFrames, ovPendBytes int
+}
+
+// ReaderStats is a snapshot of a Reader's counters.
+type ReaderStats struct {
+	// Bytes read from the port.
+	Bytes uint64
+	// Frames delivered to the callback.
+	Frames uint64
+	// Oversize frames dropped, and their bytes.
+	Oversize, OversizeBytes uint64
+	// Reconnects counts successful opens after the first one.
+	Reconnects uint64
+	// Up is true while the port is open.
+	Up bool
+}
+
+// NewReader validates cfg and returns a Reader for it; it does no I/O. A nil
+// log discards the Reader's logs.
+func NewReader(cfg PortConfig, log *zap.Logger) (*Reader, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	cfg = cfg.withDefaults()
+	return &Reader{
+		cfg:    cfg,
+		log:    log.With(zap.String("port", cfg.Name), zap.String("path", cfg.Path)),
+		cutter: NewCutter(cfg.Framer, cfg.MaxFrame),
+		opened: make(chan struct{}),
+	}, nil
+}
+
+// Opened is closed once the port has been opened for the first time, so a
+// caller can tell "running" from "still waiting for the device".
+func (r *Reader) Opened() <-chan struct{} { return r.opened }
+
+// Stats returns the Reader's counters, read atomically one by one.
+func (r *Reader) Stats() ReaderStats {
+	return ReaderStats{
+		Bytes:         r.bytes.Load(),
+		Frames:        r.frames.Load(),
+		Oversize:      r.oversize.Load(),
+		OversizeBytes: r.oversizeBytes.Load(),
+		Reconnects:    r.reconnects.Load(),
+		Up:            r.up.Load(),
+	}
+}
+
+// Run opens the port and reads until ctx is done, then returns nil. It
+// calls onFrame synchronously, on its own goroutine, for each frame in
+// order; onFrame must not block on I/O (serialcbd's hands the frame to its
+// event loop and returns) and may keep the Frame.
+//
+// When the port cannot be opened or a read fails (the device vanished),
+// Run logs it once at Warn, marks the port down, drops the partial frame
+// (bytes from before a disconnect are never glued to bytes after it) and
+// reopens with capped exponential backoff, logging the return at Info.
+// Reads block without a timeout, so an idle port costs no CPU; when ctx is
+// done Run closes the port to wake the blocked read and returns promptly.
+//
+// Run returns an error only if the Reader is already running or onFrame is
+// nil. A Reader may run again after Run returns; Seq carries on.
+func (r *Reader) Run(ctx context.Context, onFrame func(Frame)) error {
+	return r.run(ctx, onFrame, false)
+}
+
+// RunOpen is Run, except that it returns the *OpenError at once if the first
+// open fails: `serialcbd run` uses it to exit with a usage error on a
+// missing or forbidden port. Losses after a successful open reconnect as in
+// Run.
+func (r *Reader) RunOpen(ctx context.Context, onFrame func(Frame)) error {
+	return r.run(ctx, onFrame, true)
+}
+
+func (r *Reader) run(ctx context.Context, onFrame func(Frame), failFirst bool) error {
+	if onFrame == nil {
+		return errors.New("serialcb: nil onFrame callback")
+	}
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("serialcb: Reader is already running")
+	}
+	defer r.running.Store(false)
+	if r.buf == nil {
+		r.buf = make([]byte, r.cfg.ReadBuffer)
+	}
+
+	// now is when the current read returned; every frame cut from it gets
+	// that time. The closures are made once per Run, not per read.
+	var now time.Time
+	emit := func(p []byte) {
+		r.seq++
+		onFrame(Frame{
+			ID:         r.gen.New(now),
+			Port:       r.cfg.Name,
+			Seq:        r.seq,
+			ReceivedAt: now,
+			Payload:    r.carve(p),
+		})
+		r.frames.Add(1)
+	}
+	oversize := func(n int) { r.noteOversize(n, now) }
+
+	delay := r.cfg.ReconnectMin
+	opened := false    // during this Run
+	var failKey string // the last open failure logged at Warn
+	var downSince time.Time
+	for ctx.Err() == nil {
+		// The port list in a not-found hint costs an enumeration, so only
+		// a failure to be logged at Warn gets it.
+		port, err := openPort(r.cfg, failKey == "")
+		if err != nil {
+			if failFirst && !opened {
+				return err
+			}
+			if key := openFailKey(err); key != failKey {
+				failKey = key
+				r.log.Warn("cannot open serial port; retrying", zap.Error(err), zap.Duration("retry_in", delay))
+			} else {
+				r.log.Debug("cannot open serial port; retrying", zap.Error(err), zap.Duration("retry_in", delay))
+			}
+			if !sleep(ctx, delay) {
+				break
+			}
+			delay = min(delay*2, r.cfg.ReconnectMax)
+			continue
+		}
+
+		if opened {
+			r.reconnects.Add(1)
+			r.log.Info("serial port back", zap.Duration("down_for", time.Since(downSince)))
+		} else {
+			r.log.Info("serial port open", zap.Int("baud", r.cfg.Baud))
+		}
+		opened, failKey, delay = true, "", r.cfg.ReconnectMin
+		r.openedOnce.Do(func() { close(r.opened) })
+		r.cutter.Reset()
+		r.up.Store(true)
+		err = r.readPort(ctx, port, &now, emit, oversize)
+		r.up.Store(false)
+		if ctx.Err() != nil {
+			break
+		}
+		downSince = time.Now()
+		// That Warn is the outage's one: a vanished device is expected to
+		// be missing while it is away, so only other open failures (say,
+		// permission denied after a replug) are worth another Warn.
+		failKey = OpenNotFound.String()
+		r.log.Warn("serial port lost; reconnecting", zap.Error(err),
+			zap.Int("partial_frame_bytes", len(r.cutter.Pending())+r.cutter.Dropping()),
+			zap.Duration("retry_in", delay))
+		if !sleep(ctx, delay) {
+			break
+		}
+		delay = min(delay*2, r.cfg.ReconnectMax)
+	}
+	r.logStop()
+	return nil
+}
+
+// readPort reads port until a read fails or ctx is done, and closes it.
+func (r *Reader) readPort(ctx context.Context, port serial.Port, now *time.Time, emit func([]byte), oversize func(int)) error {
+	// A blocked Read cannot see ctx; closing the port wakes it.
+	stop := make(chan struct{})
+	watcherDone := make(chan struct{})
+	go func() {
+		defer close(watcherDone)
+		select {
+		case <-ctx.Done():
+			port.Close()
+		case <-stop:
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-watcherDone
+		port.Close() // idempotent
+	}()
+
+	for {
+		n, err := port.Read(r.buf)
+		if n > 0 {
+			*now = time.Now().UTC()
+			r.bytes.Add(uint64(n))
+			r.cutter.Feed(r.buf[:n], emit, oversize)
+		}
+		switch {
+		case err != nil:
+			return err
+		case n == 0:
+			return errNoData
+		}
+	}
+}
+
+// carve copies p into memory the frame owns. Small payloads share a block:
+// a frame keeps its block alive, which is at most slabSize bytes.
+func (r *Reader) carve(p []byte) []byte {
+	n := len(p)
+	if n > slabSize/4 {
+		return append([]byte(nil), p...)
+	}
+	if len(r.slab) < n {
+		r.slab = make([]byte, slabSize)
+	}
+	out := r.slab[:n:n] // cap = len: an append by the owner cannot touch a neighbour
+	copy(out, p)
+	r.slab = r.slab[n:]
+	return out
+}
+
+func (r *Reader) noteOversize(n int, now time.Time) {
+	r.oversize.Add(1)
+	r.oversizeBytes.Add(uint64(n))
+	r.ovPendFrames++
+	r.ovPendBytes += n
+	if r.ovLastLog.IsZero() || now.Sub(r.ovLastLog) >= oversizeLogEvery {
+		r.logOversize(now)
+	}
+}
+
+func (r *Reader) logOversize(now time.Time) {
+	r.log.Warn("oversize frames dropped",
+		zap.Int("frames", r.ovPendFrames),
+		zap.Int("bytes", r.ovPendBytes),
+		zap.Int("max_frame", r.cfg.MaxFrame),
+		zap.Uint64("total_frames", r.oversize.Load()),
+		zap.Duration("log_every", oversizeLogEvery))
+	r.ovLastLog = now
+	r.ovPendFrames, r.ovPendBytes = 0, 0
+}
+
+// logStop reports what stopping leaves behind: oversize frames not yet
+// logged, and the partial frame, which is dropped.
+func (r *Reader) logStop() {
+	if r.ovPendFrames > 0 {
+		r.logOversize(time.Now())
+	}
+	if n := len(r.cutter.Pending()); n > 0 {
+		r.log.Debug("partial frame dropped at stop", zap.Int("bytes", n))
+	}
+	if n := r.cutter.Dropping(); n > 0 {
+		r.log.Debug("oversize partial frame dropped at stop", zap.Int("bytes", n))
+	}
+}
+
+// openFailKey identifies an open failure for log de-duplication: a kind
+// of failure is logged at Warn once per outage, however often it repeats
+// and whatever its hint says.
+func openFailKey(err error) string {
+	var oe *OpenError
+	if errors.As(err, &oe) && oe.Kind != OpenFailed {
+		return oe.Kind.String()
+	}
+	return err.Error()
+}
+
+// sleep waits d or until ctx is done; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
