@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"database/sql"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/serialcbd/serialcbd/configs"
+)
+
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const validConfig = `ports:
+  - name: gps
+    path: /dev/ttyUSB0
+    framing: 'lines:\r\n'
+sinks:
+  - name: db
+    url: sqlite:./x.db
+  - name: api
+    url: http://127.0.0.1:1/ingest
+    http:
+      timeout: 2s
+`
+
+func TestExitCodesAndMessages(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "ttyNOPE0")
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr []string
+	}{
+		{"version", []string{"version"}, exitOK, "serialcbd ", nil},
+		{"help", []string{"--help"}, exitOK, "serialcbd demo", nil},
+		{"completion", []string{"completion", "bash"}, exitOK, "bash completion", nil},
+		{"unknown command", []string{"frobnicate"}, exitUsage, "", []string{`unknown command "frobnicate"`}},
+		{"unknown flag", []string{"run", "--prot", "x"}, exitUsage, "", []string{"unknown flag: --prot"}},
+		{"run without port", []string{"run"}, exitUsage, "", []string{"give --port PATH", "serialcbd ports"}},
+		{"bad sink spec", []string{"run", "--port", "/dev/null", "--sink", "ftp://x"}, exitUsage, "", []string{`--sink "ftp://x"`, "expected sqlite:PATH"}},
+		{"bad framing", []string{"run", "--port", "/dev/null", "--framing", "morse"}, exitUsage, "", []string{"--framing", "morse"}},
+		{"missing port", []string{"run", "--port", missing, "--sink", "stdout"}, exitUsage, "", []string{missing, "not found"}},
+		{"config with flags", []string{"run", "--config", "x.yaml", "--port", "/dev/x"}, exitUsage, "", []string{"--port cannot be combined with --config"}},
+		{"validate ok", []string{"validate", "--config", writeFile(t, "ok.yaml", validConfig)}, exitOK, "ok (1 ports, 2 sinks, 0 routes)", nil},
+		{"validate example", []string{"validate", "--config", "../../configs/example.yaml"}, exitOK, "ok (2 ports, 2 sinks, 2 routes)", nil},
+		{"validate typo", []string{"validate", "--config", writeFile(t, "typo.yaml", strings.Replace(validConfig, "framing:", "framming:", 1))},
+			exitUsage, "", []string{"typo.yaml:4:", `unknown key "framming"`, `did you mean "framing"`}},
+		{"validate typo in sink block", []string{"validate", "--config", writeFile(t, "typo2.yaml", strings.Replace(validConfig, "timeout:", "timout:", 1))},
+			exitUsage, "", []string{"typo2.yaml:11:", "sinks[1].http.timout", `did you mean "timeout"`}},
+		{"validate bad sink url", []string{"validate", "--config", writeFile(t, "url.yaml", strings.Replace(validConfig, "sqlite:./x.db", "mysql://x", 1))},
+			exitUsage, "", []string{"url.yaml:7:", "sinks[0].url", `unknown sink "mysql://x"`}},
+		{"validate block for another sink", []string{"validate", "--config", writeFile(t, "blk.yaml", strings.Replace(validConfig, "    http:\n", "    sqlite:\n", 1))},
+			exitUsage, "", []string{"blk.yaml:10:", "does not apply"}},
+		{"validate missing file", []string{"validate", "--config", "/nonexistent.yaml"}, exitUsage, "", []string{"/nonexistent.yaml", "cannot read config"}},
+		{"validate example flag", []string{"validate", "--example"}, exitOK, "serialcbd example configuration", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, tt.args...)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d; stderr: %s", code, tt.code, stderr)
+			}
+			if !strings.Contains(stdout, tt.stdout) {
+				t.Errorf("stdout %q lacks %q", stdout, tt.stdout)
+			}
+			for _, w := range tt.stderr {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr %q lacks %q", stderr, w)
+				}
+			}
+		})
+	}
+}
+
+// Every sink spec the README documents resolves to a sink kind.
+func TestRegistryResolvesDocumentedSpecs(t *testing.T) {
+	reg := newRegistry()
+	dir := t.TempDir()
+	for _, spec := range []string{
+		"sqlite:" + filepath.Join(dir, "a.db"),
+		"http://127.0.0.1:8080/ingest",
+		"https://api.example.com/ingest",
+		"file:" + filepath.Join(dir, "frames.jsonl"),
+		"stdout",
+	} {
+		cfg := &configs.Config{Ports: []configs.Port{{Name: "p", Path: "/dev/x"}}, Sinks: []configs.Sink{{Name: "s", URL: spec}}}
+		tg, err := reg.target(cfg, 0, zap.NewNop())
+		if err != nil {
+			t.Errorf("%s: %v", spec, err)
+			continue
+		}
+		if err := tg.Sink.Close(); err != nil {
+			t.Errorf("%s: close: %v", spec, err)
+		}
+	}
+	if _, err := reg.lookup("postgres://x"); err == nil || !strings.Contains(err.Error(), "expected sqlite:PATH") {
+		t.Errorf("unknown scheme: %v", err)
+	}
+}
+
+func TestDemo(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "demo.db")
+	code, stdout, stderr := runCLI(t, "demo", "--db", db, "--baud", "1000000")
+	if code != exitOK {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	for _, w := range []string{"1753 frames read (1753 expected)", "sqlite", "table frames", "latest gps frame", "$GPVTG"} {
+		if !strings.Contains(stdout, w) {
+			t.Errorf("summary lacks %q:\n%s", w, stdout)
+		}
+	}
+	conn, err := sql.Open("sqlite", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var n, ids int
+	if err := conn.QueryRow(`SELECT count(*), count(DISTINCT id) FROM frames`).Scan(&n, &ids); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1753 || ids != 1753 {
+		t.Errorf("%d rows, %d ids; want 1753", n, ids)
+	}
+}
+
+func TestPortsJSON(t *testing.T) {
+	code, stdout, stderr := runCLI(t, "ports", "--json")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var ports []struct {
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &ports); err != nil {
+		t.Fatalf("not a JSON array: %v\n%s", err, stdout)
+	}
+	for _, p := range ports {
+		if !strings.HasPrefix(p.Name, "/dev/") {
+			t.Errorf("port name %q is not a device path", p.Name)
+		}
+	}
+	code, stdout, _ = runCLI(t, "ports")
+	if code != exitOK || (len(ports) > 0 && !strings.Contains(stdout, "PORT")) {
+		t.Errorf("table: exit %d\n%s", code, stdout)
+	}
+}

@@ -1,0 +1,55 @@
+// Command serialcbd reads frames from serial ports and delivers each one to
+// HTTP endpoints, databases and files, at least once.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/serialcbd/serialcbd/configs"
+)
+
+// Exit codes, part of the user-facing contract.
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitUsage   = 2
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes the command line and maps its error to an exit code; main
+// calls os.Exit once with it.
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := newRootCmd(stdout, stderr)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "serialcbd: %v\n", err)
+	return exitCode(err)
+}
+
+// usageError is a mistake in the command line or configuration: exit 2.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{err: fmt.Errorf(format, args...)}
+}
+
+func exitCode(err error) int {
+	var ue *usageError
+	var ce *configs.Error
+	if errors.As(err, &ue) || errors.As(err, &ce) {
+		return exitUsage
+	}
+	return exitRuntime
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// globals are the flags every command shares.
+type globals struct {
+	logLevel  string
+	logFormat string
+	stdout    io.Writer
+	stderr    io.Writer
+}
+
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "serialcbd",
+		Short: "Serial-port gateway: every frame a device sends, delivered to HTTP, SQL and files",
+		Long: `serialcbd listens on serial ports, cuts the byte stream into frames and delivers
+each frame to its sinks (SQLite, HTTP, JSON Lines files, stdout) at least once,
+with retries and backoff, without ever blocking the read loop on the network.
+
+Try it with no hardware:  serialcbd demo`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default info)")
+	pf.StringVar(&g.logFormat, "log-format", "", "log format: console or json (default console)")
+	root.AddCommand(
+		newRunCmd(g),
+		newValidateCmd(g),
+		newPortsCmd(g),
+		newDemoCmd(g),
+		newVersionCmd(g),
+	)
+	// Unknown subcommands and missing arguments are usage errors (exit 2).
+	root.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usagef("unknown command %q for serialcbd (see serialcbd --help)", args[0])
+		}
+		return nil
+	}
+	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	return root
+}
+
+// newLogger builds the zap logger; flags win over the config file's values.
+func (g *globals) newLogger(level, format string) (*zap.Logger, error) {
+	if g.logLevel != "" {
+		level = g.logLevel
+	}
+	if g.logFormat != "" {
+		format = g.logFormat
+	}
+	if level == "" {
+		level = "info"
+	}
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, usagef("--log-level %q: expected debug, info, warn or error", level)
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	switch format {
+	case "", "console":
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	case "json":
+		enc = zapcore.NewJSONEncoder(encCfg)
+	default:
+		return nil, usagef("--log-format %q: expected console or json", format)
+	}
+	w := g.stderr
+	if w == nil {
+		w = os.Stderr
+	}
+	core := zapcore.NewCore(enc, zapcore.AddSync(w), lvl)
+	return zap.New(core), nil
+}
+
+func printf(w io.Writer, format string, args ...any) { fmt.Fprintf(w, format, args...) }

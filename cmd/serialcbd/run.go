@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/serialcbd/serialcbd/configs"
+)
+
+const defaultSink = "sqlite:./serialcbd.db"
+
+// quickFlags describe a pipeline without a config file.
+type quickFlags struct {
+	config       string
+	ports        []string
+	baud         int
+	framing      string
+	maxFrame     int
+	sinks        []string
+	drainTimeout time.Duration
+}
+
+func newRunCmd(g *globals) *cobra.Command {
+	var q quickFlags
+	cmd := &cobra.Command{
+		Use:   "run (--config FILE | --port PATH [--port PATH]... [--sink SPEC]...)",
+		Short: "Read serial ports and deliver every frame to the sinks",
+		Long: `run reads the configured ports until SIGINT or SIGTERM, then stops reading,
+gives in-flight frames until the drain deadline to reach their sinks, and exits 0.
+
+Quick mode needs no file: each --port is read with --baud and --framing, and
+its frames go to every --sink (default ` + defaultSink + `).
+A port is named after its device file (ttyUSB0); use NAME=PATH to choose.
+
+Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdout.`,
+		Example: `  serialcbd run --port /dev/ttyUSB0 --baud 115200
+  serialcbd run --port gps=/dev/ttyACM0 --baud 9600 --sink sqlite:gps.db --sink http://127.0.0.1:8080/ingest
+  serialcbd run --config /etc/serialcbd/config.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := q.load(cmd)
+			if err != nil {
+				return err
+			}
+			log, err := g.newLogger(cfg.Log.Level, cfg.Log.Format)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = log.Sync() }()
+			d, err := build(cfg, newRegistry(), log)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return d.run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&q.config, "config", "c", "", "YAML config file (see configs/example.yaml); excludes the quick-mode flags")
+	f.StringArrayVarP(&q.ports, "port", "p", nil, "serial port to read: PATH or NAME=PATH (repeatable)")
+	f.IntVarP(&q.baud, "baud", "b", 9600, "baud rate for --port")
+	f.StringVar(&q.framing, "framing", "lines", `framing for --port: lines, or lines:DELIM such as 'lines:\r\n'`)
+	f.IntVar(&q.maxFrame, "max-frame", 65536, "longest frame in bytes; longer ones are counted, logged and skipped")
+	f.StringArrayVarP(&q.sinks, "sink", "s", nil, "sink spec (repeatable): sqlite:PATH, http(s)://…, file:PATH, stdout (default "+defaultSink+")")
+	f.DurationVar(&q.drainTimeout, "drain-timeout", defaultDrainTimeout, "how long a stop waits for in-flight frames")
+	return cmd
+}
+
+// load returns the configuration from --config or from the quick-mode flags.
+func (q *quickFlags) load(cmd *cobra.Command) (*configs.Config, error) {
+	if q.config != "" {
+		for _, name := range []string{"port", "baud", "framing", "max-frame", "sink"} {
+			if cmd.Flags().Changed(name) {
+				return nil, usagef("--%s cannot be combined with --config: put it in the config file", name)
+			}
+		}
+		cfg, err := configs.Load(q.config)
+		if err != nil {
+			return nil, err
+		}
+		if cmd.Flags().Changed("drain-timeout") {
+			cfg.DrainTimeout = q.drainTimeout
+		}
+		return cfg, nil
+	}
+	if len(q.ports) == 0 {
+		return nil, usagef("nothing to read: give --port PATH (see `serialcbd ports` for the ports present) or --config FILE")
+	}
+	return q.quickConfig()
+}
+
+// quickConfig builds the quick-mode configuration.
+func (q *quickFlags) quickConfig() (*configs.Config, error) {
+	cfg := &configs.Config{DrainTimeout: q.drainTimeout}
+	seen := map[string]int{}
+	for _, p := range q.ports {
+		name, path, ok := strings.Cut(p, "=")
+		if !ok {
+			path = p
+			name = filepath.Base(p)
+		}
+		if path == "" || name == "" {
+			return nil, usagef("--port %q: expected PATH or NAME=PATH", p)
+		}
+		if n := seen[name]; n > 0 {
+			name = fmt.Sprintf("%s-%d", name, n+1)
+		}
+		seen[name]++
+		cfg.Ports = append(cfg.Ports, configs.Port{Name: name, Path: path, Baud: q.baud, Framing: q.framing, MaxFrame: q.maxFrame})
+	}
+	sinks := q.sinks
+	if len(sinks) == 0 {
+		sinks = []string{defaultSink}
+	}
+	used := map[string]int{}
+	for _, s := range sinks {
+		base, _, _ := strings.Cut(s, ":")
+		if base == "https" {
+			base = "http"
+		}
+		used[base]++
+		name := base
+		if used[base] > 1 {
+			name = fmt.Sprintf("%s-%d", base, used[base])
+		}
+		cfg.Sinks = append(cfg.Sinks, configs.Sink{Name: name, URL: s})
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, usagef("%v", err)
+	}
+	return cfg, nil
+}

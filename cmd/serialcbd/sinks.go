@@ -1,0 +1,145 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.uber.org/zap"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/serialcbd/serialcbd/configs"
+	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/httpsink"
+	"github.com/serialcbd/serialcbd/dispatch/jsonlsink"
+	"github.com/serialcbd/serialcbd/dispatch/sqlsink"
+)
+
+// sinkKind is one entry of the sink registry: the spec prefixes it answers
+// to, the config block it reads, its delivery defaults and its constructor.
+type sinkKind struct {
+	prefixes []string // matched against the start of a spec
+	usage    string   // spec grammar, for error messages and help
+	block    string   // name of its settings block in a sink entry
+	defaults dispatch.Options
+	// build parses spec, lets decode overlay the block's settings, validates
+	// and constructs the sink without I/O.
+	build func(spec string, decode func(out any) error, log *zap.Logger) (dispatch.Sink, error)
+}
+
+// registry maps sink specs to sink kinds. It is an explicit value built in
+// main, so tests can check that every documented scheme resolves.
+type registry struct{ kinds []sinkKind }
+
+func newRegistry() *registry {
+	return &registry{kinds: []sinkKind{
+		{
+			prefixes: []string{"sqlite:"},
+			usage:    "sqlite:PATH",
+			block:    "sqlite",
+			defaults: dispatch.Options{MaxBatch: 1000, MaxInflight: 1},
+			build:    builder(sqlsink.ParseSpec, sqlsink.New),
+		},
+		{
+			prefixes: []string{"http://", "https://"},
+			usage:    "http://HOST[:PORT]/PATH or https://…",
+			block:    "http",
+			defaults: dispatch.Options{MaxBatch: 1, MaxInflight: 16},
+			build:    builder(httpsink.ParseSpec, httpsink.New),
+		},
+		{
+			prefixes: []string{"file:", "stdout"},
+			usage:    "file:PATH or stdout",
+			block:    "file",
+			defaults: dispatch.Options{MaxBatch: 1000, MaxInflight: 1},
+			build:    builder(jsonlsink.ParseSpec, jsonlsink.New),
+		},
+	}}
+}
+
+func builder[C interface{ Validate() error }, S dispatch.Sink](
+	parse func(string) (C, error), newSink func(C, *zap.Logger) (S, error),
+) func(string, func(any) error, *zap.Logger) (dispatch.Sink, error) {
+	return func(spec string, decode func(any) error, log *zap.Logger) (dispatch.Sink, error) {
+		cfg, err := parse(spec)
+		if err != nil {
+			return nil, err
+		}
+		if err := decode(&cfg); err != nil {
+			return nil, err
+		}
+		if err := cfg.Validate(); err != nil {
+			return nil, err
+		}
+		return newSink(cfg, log)
+	}
+}
+
+// lookup finds the kind for a spec.
+func (r *registry) lookup(spec string) (*sinkKind, error) {
+	for i := range r.kinds {
+		for _, p := range r.kinds[i].prefixes {
+			if strings.HasPrefix(spec, p) {
+				return &r.kinds[i], nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("unknown sink %q: expected %s", spec, r.usages())
+}
+
+func (r *registry) usages() string {
+	var u []string
+	for _, k := range r.kinds {
+		u = append(u, k.usage)
+	}
+	return strings.Join(u, ", ")
+}
+
+// target builds the dispatch target for config entry i. Errors point at the
+// config line (or at the --sink flag in quick mode).
+func (r *registry) target(cfg *configs.Config, i int, log *zap.Logger) (dispatch.Target, error) {
+	s := &cfg.Sinks[i]
+	key := fmt.Sprintf("sinks[%d]", i)
+	fail := func(path string, err error) error {
+		if cfg.File() == "" {
+			return usagef("--sink %q: %v", s.URL, err)
+		}
+		return cfg.Errorf(path, "%v", err)
+	}
+	kind, err := r.lookup(s.URL)
+	if err != nil {
+		return dispatch.Target{}, fail(key+".url", err)
+	}
+	blocks := map[string]*yaml.Node{"http": &s.HTTP, "sqlite": &s.SQLite, "file": &s.File}
+	for name, n := range blocks {
+		if n.Kind != 0 && name != kind.block {
+			return dispatch.Target{}, fail(key+"."+name, fmt.Errorf("a %s block does not apply to %s (this sink reads a %q block)", name, kind.usage, kind.block))
+		}
+	}
+	blockKey := key + "." + kind.block
+	decode := func(out any) error { return cfg.DecodeBlock(blockKey, blocks[kind.block], out) }
+	sink, err := kind.build(s.URL, decode, log.With(zap.String("sink", s.Name)))
+	if err != nil {
+		var ce *configs.Error
+		if errors.As(err, &ce) {
+			return dispatch.Target{}, err
+		}
+		return dispatch.Target{}, fail(key+".url", err)
+	}
+	opt := kind.defaults
+	if s.Batch.Max > 0 {
+		opt.MaxBatch = s.Batch.Max
+	}
+	opt.Linger = s.Batch.Linger
+	if s.Concurrency > 0 {
+		opt.MaxInflight = s.Concurrency
+	}
+	opt.MaxPending = s.Queue
+	opt.Retry = dispatch.RetryPolicy{
+		Initial:     s.Retry.Initial,
+		Max:         s.Retry.Max,
+		MaxAttempts: s.Retry.MaxAttempts,
+		MaxAge:      s.Retry.MaxAge,
+	}
+	return dispatch.Target{Name: s.Name, Sink: sink, Options: opt}, nil
+}

@@ -1,0 +1,505 @@
+// Package httpsink delivers each frame as one HTTP POST whose body is the
+// frame's JSON record (dispatch.AppendJSON) and whose Idempotency-Key header
+// is the frame's id, so that a receiver can drop the duplicates that
+// at-least-once delivery produces.
+//
+// The answer decides the outcome: 2xx delivered; 408, 429 and 5xx retryable
+// (honouring Retry-After); 3xx and other 4xx permanent; network errors and
+// timeouts retryable. Retries themselves are left to dispatch.
+package httpsink
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/serialcb"
+)
+
+// Defaults applied by ParseSpec.
+const (
+	DefaultTimeout  = 10 * time.Second
+	DefaultMaxConns = 16
+)
+
+const (
+	// maxConnsLimit bounds MaxConns: each connection may be a goroutine
+	// pair and a socket, and one POST per frame gains nothing beyond this.
+	maxConnsLimit = 1024
+	// snippetLen is how much of an error answer's body goes in the error.
+	snippetLen = 200
+	// drainLimit is how much of an answer's body is read so that the
+	// connection can be reused; past it, closing the connection is cheaper.
+	drainLimit = 64 << 10
+)
+
+// Config configures the HTTP sink.
+type Config struct {
+	// URL receives the POSTs; the whole sink spec. Its user info and query
+	// are never written to logs or errors.
+	URL string `yaml:"-"`
+	// Timeout bounds one request: connecting, sending, and reading the
+	// answer. A request that times out is retried.
+	Timeout time.Duration `yaml:"timeout"`
+	// Headers are added to every request, e.g. Authorization. Their values
+	// are secrets as far as this sink is concerned: never logged.
+	Headers map[string]string `yaml:"headers"`
+	// MaxConns bounds the connections to the endpoint, hence the POSTs in
+	// flight across all batches.
+	MaxConns int `yaml:"max_conns"`
+	// TLS applies to https URLs.
+	TLS TLSConfig `yaml:"tls"`
+}
+
+// TLSConfig holds the TLS settings of an https endpoint.
+type TLSConfig struct {
+	// InsecureSkipVerify accepts any server certificate. For tests only.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	// CAFile is a PEM file of the CA certificates to trust instead of the
+	// system's (a private CA).
+	CAFile string `yaml:"ca_file"`
+}
+
+// ParseSpec returns the default Config for a spec "http://…" or "https://…".
+func ParseSpec(spec string) (Config, error) {
+	if !strings.HasPrefix(spec, "http://") && !strings.HasPrefix(spec, "https://") {
+		return Config{}, fmt.Errorf("http sink spec %q: want an http:// or https:// URL", spec)
+	}
+	return Config{URL: spec, Timeout: DefaultTimeout, MaxConns: DefaultMaxConns}, nil
+}
+
+// headers set by the sink itself, which configured headers must not replace.
+var reservedHeaders = []string{"Content-Length", "Host", "Idempotency-Key", "Transfer-Encoding"}
+
+// Validate checks the configuration without I/O (the CA file is read by
+// Start).
+func (c Config) Validate() error {
+	var errs []error
+	u, err := url.Parse(c.URL)
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("http sink: url: %w", err))
+	case u.Scheme != "http" && u.Scheme != "https":
+		errs = append(errs, fmt.Errorf("http sink: url %s: scheme must be http or https", safeURL(u)))
+	case u.Host == "" || u.Hostname() == "":
+		errs = append(errs, fmt.Errorf("http sink: url %s: missing host", safeURL(u)))
+	case u.Scheme == "http" && (c.TLS.CAFile != "" || c.TLS.InsecureSkipVerify):
+		errs = append(errs, fmt.Errorf("http sink: url %s: tls settings need an https URL", safeURL(u)))
+	}
+	if c.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("http sink: timeout %s: must be positive, e.g. 10s", c.Timeout))
+	}
+	if c.MaxConns < 1 || c.MaxConns > maxConnsLimit {
+		errs = append(errs, fmt.Errorf("http sink: max_conns %d: must be between 1 and %d", c.MaxConns, maxConnsLimit))
+	}
+	for name, value := range c.Headers {
+		if !validHeaderName(name) {
+			errs = append(errs, fmt.Errorf("http sink: header %q: not a valid header name", name))
+			continue
+		}
+		for _, r := range reservedHeaders {
+			if strings.EqualFold(name, r) {
+				errs = append(errs, fmt.Errorf("http sink: header %q is set by the sink: remove it", name))
+			}
+		}
+		if strings.ContainsAny(value, "\r\n\x00") {
+			// The value is not quoted: it may be a secret.
+			errs = append(errs, fmt.Errorf("http sink: header %q: value contains a line break or NUL", name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validHeaderName reports whether s is an RFC 9110 token.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// safeURL is the URL as errors and logs show it: without user info and
+// query, either of which may hold a credential.
+func safeURL(u *url.URL) string {
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
+}
+
+// Sink POSTs frames to one URL. Write is safe for concurrent use.
+type Sink struct {
+	cfg     Config
+	log     *zap.Logger
+	url     *url.URL
+	safeURL string
+	header  http.Header // configured headers, canonical; copied per request
+	// sem holds a token per request in flight, across concurrent Writes,
+	// so that requests queue here (before their timeout starts) rather
+	// than inside the transport waiting for a connection.
+	sem chan struct{}
+
+	bodies sync.Pool // *body
+
+	mu        sync.Mutex // guards client, transport, closed
+	client    *http.Client
+	transport *http.Transport
+	closed    bool
+}
+
+var _ dispatch.Sink = (*Sink)(nil)
+
+// New returns a sink for cfg. It does no I/O; Start reads the CA file.
+func New(cfg Config, log *zap.Logger) (*Sink, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	u, _ := url.Parse(cfg.URL) // validated above
+	h := make(http.Header, len(cfg.Headers)+1)
+	h.Set("Content-Type", "application/json")
+	for k, v := range cfg.Headers {
+		h.Set(k, v)
+	}
+	s := &Sink{
+		cfg:     cfg,
+		log:     log,
+		url:     u,
+		safeURL: safeURL(u),
+		header:  h,
+		sem:     make(chan struct{}, cfg.MaxConns),
+	}
+	s.bodies.New = func() any { return &body{pool: &s.bodies} }
+	return s, nil
+}
+
+// Start loads the CA file, if any, and builds the HTTP client. It does not
+// contact the endpoint: an endpoint that is down at start is a retryable
+// condition of the first Write, not a failed start.
+func (s *Sink) Start(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("http sink: start after close")
+	}
+	if s.client != nil {
+		return nil
+	}
+	tlsCfg := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: s.cfg.TLS.InsecureSkipVerify, //nolint:gosec // opt-in, documented as test-only
+	}
+	if s.cfg.TLS.CAFile != "" {
+		pem, err := os.ReadFile(s.cfg.TLS.CAFile)
+		if err != nil {
+			return fmt.Errorf("http sink: read tls ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("http sink: tls ca_file %q: no PEM certificate found", s.cfg.TLS.CAFile)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	dialTimeout := min(s.cfg.Timeout, 30*time.Second)
+	s.transport = &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tlsCfg,
+		TLSHandshakeTimeout:   dialTimeout,
+		ForceAttemptHTTP2:     true,
+		MaxConnsPerHost:       s.cfg.MaxConns,
+		MaxIdleConns:          s.cfg.MaxConns,
+		MaxIdleConnsPerHost:   s.cfg.MaxConns,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	s.client = &http.Client{
+		Transport: s.transport,
+		// A redirect of a POST is a configuration to fix, not to follow:
+		// 301-303 would turn it into a body-less GET.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	s.log.Debug("http sink started", zap.String("url", s.safeURL), zap.Int("max_conns", s.cfg.MaxConns))
+	return nil
+}
+
+// Write POSTs every frame of the batch, up to MaxConns at a time, and
+// returns nil when all were delivered, otherwise a *dispatch.BatchError
+// with each frame's classified error.
+func (s *Sink) Write(ctx context.Context, batch []*serialcb.Frame) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	client, closed := s.client, s.closed
+	s.mu.Unlock()
+	if closed {
+		return errors.New("http sink: write after close")
+	}
+	if client == nil {
+		return errors.New("http sink: write before start")
+	}
+
+	errs := make([]error, len(batch))
+	var failed atomic.Bool
+	var next atomic.Int64
+	if workers := min(len(batch), s.cfg.MaxConns); workers == 1 {
+		failed.Store(s.postAll(ctx, client, batch, errs, &next))
+	} else {
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				if s.postAll(ctx, client, batch, errs, &next) {
+					failed.Store(true)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	if failed.Load() {
+		return &dispatch.BatchError{Errs: errs}
+	}
+	return nil
+}
+
+// postAll posts the frames whose index it takes from next until none is
+// left, recording each outcome in errs, and reports whether any failed.
+func (s *Sink) postAll(ctx context.Context, client *http.Client, batch []*serialcb.Frame, errs []error, next *atomic.Int64) bool {
+	failed := false
+	for {
+		i := int(next.Add(1) - 1)
+		if i >= len(batch) {
+			return failed
+		}
+		if err := s.post(ctx, client, batch[i]); err != nil {
+			errs[i] = err
+			failed = true
+		}
+	}
+}
+
+// post sends one frame and classifies the outcome.
+func (s *Sink) post(ctx context.Context, client *http.Client, f *serialcb.Frame) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("POST %s: %w", s.safeURL, err)
+	}
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("POST %s: %w", s.safeURL, ctx.Err())
+	}
+	defer func() { <-s.sem }()
+
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+
+	b := s.bodies.Get().(*body)
+	b.buf = dispatch.AppendJSON(b.buf[:0], f)
+	b.refs.Store(1) // the caller's reference; each reader adds one
+	defer b.release()
+
+	h := make(http.Header, len(s.header)+1)
+	for k, v := range s.header {
+		h[k] = v // values are never modified: sharing the slices is safe
+	}
+	var id [36]byte
+	idText, _ := f.ID.AppendText(id[:0])
+	h["Idempotency-Key"] = []string{string(idText)}
+
+	req := (&http.Request{
+		Method:        http.MethodPost,
+		URL:           s.url,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		Body:          b.reader(),
+		GetBody:       b.getBody,
+		ContentLength: int64(len(b.buf)),
+		Host:          s.url.Host,
+	}).WithContext(ctx)
+
+	resp, err := client.Do(req)
+	if err != nil {
+		return s.netError(ctx, err)
+	}
+	return s.outcome(resp)
+}
+
+// netError turns a failed round trip into a retryable error that does not
+// show the URL's query (url.Error would).
+func (s *Sink) netError(ctx context.Context, err error) error {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		err = ue.Err
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("POST %s: no answer within %s: %w", s.safeURL, s.cfg.Timeout, err)
+	}
+	return fmt.Errorf("POST %s: %w", s.safeURL, err)
+}
+
+// outcome classifies an answer and releases its body so that the
+// connection can be reused.
+func (s *Sink) outcome(resp *http.Response) error {
+	defer resp.Body.Close()
+	code := resp.StatusCode
+	if code >= 200 && code <= 299 {
+		_, _ = io.CopyN(io.Discard, resp.Body, drainLimit)
+		return nil
+	}
+	var snip [snippetLen]byte
+	n, _ := io.ReadFull(resp.Body, snip[:])
+	_, _ = io.CopyN(io.Discard, resp.Body, drainLimit)
+	err := &StatusError{Code: code, Status: resp.Status, Body: snippet(snip[:n]), URL: s.safeURL}
+	switch {
+	case code == http.StatusRequestTimeout, code == http.StatusTooManyRequests, code >= 500 && code <= 599:
+		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+			return dispatch.RetryAfter(err, d)
+		}
+		return err
+	case code >= 300 && code <= 499:
+		if loc := resp.Header.Get("Location"); code < 400 && loc != "" {
+			err.Body = "redirected to " + redactedLocation(loc) + ": point the sink at the final URL"
+		}
+		return dispatch.Permanent(err)
+	default:
+		// 1xx as a final answer or a code outside the standard range: the
+		// server is confused; retrying may find it sane again.
+		return err
+	}
+}
+
+// StatusError reports an answer that was not 2xx.
+type StatusError struct {
+	Code   int    // status code
+	Status string // status line, e.g. "503 Service Unavailable"
+	Body   string // the start of the answer's body, for the error message
+	URL    string // the endpoint without user info and query
+}
+
+func (e *StatusError) Error() string {
+	if e.Body == "" {
+		return fmt.Sprintf("POST %s: %s", e.URL, e.Status)
+	}
+	return fmt.Sprintf("POST %s: %s: %s", e.URL, e.Status, e.Body)
+}
+
+// snippet makes the start of a body printable on one line.
+func snippet(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	s := strings.ToValidUTF8(string(b), "\uFFFD")
+	q := strconv.Quote(s)
+	if len(b) == snippetLen {
+		// The body goes on: mark the cut.
+		q = q[:len(q)-1] + "…\""
+	}
+	return q
+}
+
+func redactedLocation(loc string) string {
+	u, err := url.Parse(loc)
+	if err != nil {
+		return "an unparsable Location"
+	}
+	return safeURL(u)
+}
+
+// parseRetryAfter reads a Retry-After value: delay-seconds or an HTTP date.
+// A date in the past means "now".
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.ParseUint(v, 10, 32); err == nil {
+		return time.Duration(secs) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+// Close drops idle connections. It is idempotent.
+func (s *Sink) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.transport != nil {
+		s.transport.CloseIdleConnections()
+	}
+	return nil
+}
+
+// body is a pooled request buffer. The transport may read and close a
+// request body after Do has returned, and may ask GetBody for a fresh copy to
+// retry on a stale keep-alive connection (Idempotency-Key makes a POST
+// replayable), so the buffer goes back to the pool only once the caller and
+// every reader handed to the transport are done with it.
+type body struct {
+	buf  []byte
+	refs atomic.Int32
+	pool *sync.Pool
+}
+
+// reader returns a new reference to b for the transport.
+func (b *body) reader() *bodyReader {
+	b.refs.Add(1)
+	r := &bodyReader{b: b}
+	r.Reset(b.buf)
+	return r
+}
+
+func (b *body) release() {
+	if b.refs.Add(-1) == 0 {
+		if cap(b.buf) > 64<<10 {
+			b.buf = nil // an oversize frame: do not pin its buffer
+		}
+		b.pool.Put(b)
+	}
+}
+
+// getBody is http.Request.GetBody. The transport calls it only inside Do,
+// while the caller still holds its reference.
+func (b *body) getBody() (io.ReadCloser, error) { return b.reader(), nil }
+
+// bodyReader is one reader of a body; closing it (once, however often the
+// transport calls Close) drops its reference.
+type bodyReader struct {
+	bytes.Reader
+	b      *body
+	closed atomic.Bool
+}
+
+func (r *bodyReader) Close() error {
+	if r.closed.CompareAndSwap(false, true) {
+		r.b.release()
+	}
+	return nil
+}
