@@ -285,6 +285,9 @@ func (l *Loop) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// Stopped returns a channel closed once Shutdown has finished.
+func (l *Loop) Stopped() <-chan struct{} { return l.stopped }
+
 // Stats returns a snapshot of the counters. The fields are read one by one,
 // so under load they may be mutually inconsistent by a few operations.
 func (l *Loop) Stats() Stats {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -160,6 +161,7 @@ type Dispatcher struct {
 	onDone func(*asyncloop.Future[Receipt])
 
 	submitted, delivered, failed atomic.Uint64
+	handoffLog                   limiter
 
 	// Loop-owned.
 	routeCache  map[string][]*lane
@@ -234,11 +236,30 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 func (d *Dispatcher) Submit(f serialcb.Frame) *asyncloop.Future[Receipt] {
 	d.submitted.Add(1)
 	it := &item{frame: f, fut: asyncloop.NewFuture[Receipt](d.loop)}
-	it.fut.AddDoneCallback(d.onDone)
 	if err := d.loop.CallSoon(func() { d.accept(it) }); err != nil {
-		it.fut.Resolve(it.receipt(), fmt.Errorf("hand-off to the event loop: %w", err))
+		// Settled here, not through the loop: under overload the loop is the
+		// bottleneck, and queueing a callback per rejected frame would grow
+		// its unbounded completion list with the input rate.
+		d.resolve(it, fmt.Errorf("hand-off to the event loop: %w", err))
+		_ = it.fut.Err() // counted here; logged at a limited rate
+		if ok, more := d.handoffLog.allow(time.Now()); ok {
+			d.log.Error("frame not delivered: the event loop did not take it", zap.Stringer("id", f.ID),
+				zap.String("port", f.Port), zap.Uint64("seq", f.Seq), zap.Int("more_since_last_report", more), zap.Error(err))
+		}
+		return it.fut
 	}
+	it.fut.AddDoneCallback(d.onDone)
 	return it.fut
+}
+
+// resolve settles a frame's future and counts it before anyone can see it done.
+func (d *Dispatcher) resolve(it *item, err error) {
+	if err == nil {
+		d.delivered.Add(1)
+	} else {
+		d.failed.Add(1)
+	}
+	it.fut.Resolve(it.receipt(), err)
 }
 
 func (it *item) receipt() Receipt {
@@ -249,10 +270,8 @@ func (it *item) receipt() Receipt {
 func (d *Dispatcher) frameDone(f *asyncloop.Future[Receipt]) {
 	err := f.Err()
 	if err == nil {
-		d.delivered.Add(1)
 		return
 	}
-	d.failed.Add(1)
 	var de *DeliveryError
 	if !errors.As(err, &de) { // per-sink failures were logged by their lane
 		r, _ := f.Result(context.Background())
@@ -263,12 +282,12 @@ func (d *Dispatcher) frameDone(f *asyncloop.Future[Receipt]) {
 // accept runs on the loop.
 func (d *Dispatcher) accept(it *item) {
 	if d.aborted {
-		it.fut.Resolve(it.receipt(), ErrStopped)
+		d.resolve(it, ErrStopped)
 		return
 	}
 	lanes := d.route(it.frame.Port)
 	if len(lanes) == 0 {
-		it.fut.Resolve(it.receipt(), fmt.Errorf("port %q: %w", it.frame.Port, ErrUnrouted))
+		d.resolve(it, fmt.Errorf("port %q: %w", it.frame.Port, ErrUnrouted))
 		return
 	}
 	d.outstanding++
@@ -325,9 +344,9 @@ func (d *Dispatcher) sinkDone(it *item, serr *SinkError) {
 	}
 	d.outstanding--
 	if len(it.errs) > 0 {
-		it.fut.Resolve(it.receipt(), &DeliveryError{Delivered: it.delivered, Failed: it.errs})
+		d.resolve(it, &DeliveryError{Delivered: it.delivered, Failed: it.errs})
 	} else {
-		it.fut.Resolve(it.receipt(), nil)
+		d.resolve(it, nil)
 	}
 	if d.draining && d.outstanding == 0 && d.drained != nil {
 		close(d.drained)
@@ -342,7 +361,7 @@ func (d *Dispatcher) sinkDone(it *item, serr *SinkError) {
 // ctx.Err().
 func (d *Dispatcher) Drain(ctx context.Context) error {
 	done := make(chan struct{})
-	err := d.loop.CallSoon(func() {
+	start := func() {
 		d.draining = true
 		if d.outstanding == 0 {
 			close(done)
@@ -352,35 +371,68 @@ func (d *Dispatcher) Drain(ctx context.Context) error {
 		for _, l := range d.lanes {
 			l.pump() // flush batches held back by Linger
 		}
-	})
-	if err != nil {
-		return fmt.Errorf("drain: %w", err)
+	}
+	// CallSoon keeps Drain behind every frame already handed over (FIFO);
+	// a full queue is retried until ctx ends instead of skipping the drain.
+	for {
+		err := d.loop.CallSoon(start)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, asyncloop.ErrQueueFull) {
+			return fmt.Errorf("drain: %w", err) // loop closed: Close sweeps
+		}
+		select {
+		case <-ctx.Done():
+			done = nil // never handed over: abort below
+		case <-time.After(time.Millisecond):
+			continue
+		}
+		break
 	}
 	select {
-	case <-done:
+	case <-done: // nil channel blocks
 		return nil
 	case <-ctx.Done():
+	case <-d.loop.Stopped():
+		return fmt.Errorf("drain: %w", asyncloop.ErrClosed)
 	}
 	aborted := make(chan struct{})
-	d.loop.CallLater(0, func() {
-		d.abort()
-		close(aborted)
-	})
-	<-aborted
+	abort := func() { d.abort(false); close(aborted) }
+	// CallSoon keeps the abort behind the drain's start (FIFO); CallLater
+	// cannot be refused while the loop runs, for when the queue is full.
+	if d.loop.CallSoon(abort) != nil {
+		d.loop.CallLater(0, abort)
+	}
+	select {
+	case <-aborted:
+	case <-d.loop.Stopped(): // Close sweeps what abort could not reach
+	}
+	if done != nil {
+		select {
+		case <-done:
+			return nil
+		default:
+		}
+	}
 	return ctx.Err()
 }
 
 // abort gives up on everything not yet being written; on the loop.
-func (d *Dispatcher) abort() {
+func (d *Dispatcher) abort(final bool) {
 	d.aborted = true
 	for _, l := range d.lanes {
 		for b, stop := range l.waiting {
-			if stop() {
+			if stop() || final { // after Shutdown no timer can run any more
 				delete(l.waiting, b)
 				l.setInflight(-1)
 				l.fail(b.items, b.attempts, ErrStopped)
 			}
 		}
+		for _, b := range l.ready {
+			l.fail(b.items, b.attempts, ErrStopped)
+		}
+		l.ready = nil
 		if n := len(l.pending) - l.head; n > 0 {
 			items := l.pending[l.head:]
 			l.pending, l.head = nil, 0
@@ -392,6 +444,7 @@ func (d *Dispatcher) abort() {
 
 // Close closes every sink. Call it after the loop has shut down.
 func (d *Dispatcher) Close() error {
+	d.abort(true) // the loop has stopped: fail what its stopped timers held
 	var errs []error
 	for _, l := range d.lanes {
 		if err := l.sink.Close(); err != nil {
@@ -417,6 +470,27 @@ func (d *Dispatcher) Stats() Stats {
 	return s
 }
 
+// limiter lets one log line through per interval and counts the others,
+// for failures that happen at the input rate under overload.
+type limiter struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+const logInterval = 10 * time.Second
+
+func (r *limiter) allow(now time.Time) (ok bool, suppressed int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.last.IsZero() && now.Sub(r.last) < logInterval {
+		r.suppressed++
+		return false, 0
+	}
+	suppressed, r.suppressed, r.last = r.suppressed, 0, now
+	return true, suppressed
+}
+
 // lane carries frames to one sink; all its fields but the counters are
 // owned by the loop goroutine.
 type lane struct {
@@ -432,6 +506,8 @@ type lane struct {
 	lingerStop func() bool
 	lingerDue  bool
 	waiting    map[*batch]func() bool // batches in backoff → stop their timer
+	ready      []*batch               // retries whose backoff is over, started before new batches
+	backlogLog limiter
 
 	nDelivered, nFailed, nRetried atomic.Uint64
 	queued, inflightN             atomic.Int64
@@ -450,7 +526,14 @@ func (l *lane) setInflight(delta int) {
 
 func (l *lane) enqueue(it *item) {
 	if len(l.pending)-l.head >= l.opt.MaxPending {
-		l.fail([]*item{it}, 0, ErrBacklogFull)
+		// Overload fails frames at the input rate: count each, log a few.
+		l.nFailed.Add(1)
+		if ok, more := l.backlogLog.allow(time.Now()); ok {
+			l.d.log.Error("frame not delivered to sink: sink backlog full", zap.String("sink", l.name),
+				zap.Stringer("id", it.frame.ID), zap.String("port", it.frame.Port), zap.Uint64("seq", it.frame.Seq),
+				zap.Int("queue", l.opt.MaxPending), zap.Int("more_since_last_report", more))
+		}
+		l.d.sinkDone(it, &SinkError{Sink: l.name, Err: ErrBacklogFull})
 		return
 	}
 	l.pending = append(l.pending, it)
@@ -462,7 +545,7 @@ func (l *lane) enqueue(it *item) {
 func (l *lane) pump() {
 	for {
 		n := len(l.pending) - l.head
-		if n == 0 {
+		if n == 0 && len(l.ready) == 0 {
 			return
 		}
 		limit := l.opt.MaxInflight
@@ -471,6 +554,13 @@ func (l *lane) pump() {
 		}
 		if l.inflight >= limit {
 			return
+		}
+		if len(l.ready) > 0 {
+			b := l.ready[0]
+			l.ready[0] = nil
+			l.ready = l.ready[1:]
+			l.start(b)
+			continue
 		}
 		if n < l.opt.MaxBatch && l.opt.Linger > 0 && !l.lingerDue && !l.d.draining {
 			if l.lingerStop == nil {
@@ -601,7 +691,9 @@ func (l *lane) finish(b *batch, err error) {
 			l.fail(rb.items, rb.attempts, ErrStopped)
 			return
 		}
-		l.start(rb)
+		// Through pump, so that retries too respect the probe limit.
+		l.ready = append(l.ready, rb)
+		l.pump()
 	})
 	l.pump()
 }

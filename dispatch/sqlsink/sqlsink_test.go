@@ -214,8 +214,8 @@ func TestWriteStoresRecord(t *testing.T) {
 }
 
 func TestWriteBatchSizes(t *testing.T) {
-	// Sizes around each prepared statement size (100, 25, 6, 1).
-	for _, n := range []int{0, 1, 5, 6, 7, 24, 26, 99, 100, 101, 131, 250, 1000} {
+	// Sizes around each prepared statement size (200, 50, 12, 3, 1).
+	for _, n := range []int{0, 1, 2, 3, 4, 11, 12, 13, 49, 50, 51, 199, 200, 201, 263, 1000} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			s, cfg := start(t, nil)
 			batch := frames(n)
@@ -292,25 +292,25 @@ func batchErrs(t *testing.T, err error, n int) []error {
 func TestWriteRejectsOnlyBadFrames(t *testing.T) {
 	tests := []struct {
 		name string
-		ddl  string                       // table created before the sink starts
+		ddl  string                        // table created before the sink starts
 		bad  func([]*serialcb.Frame) []int // spoils some frames, returns their indexes
 	}{
 		{
 			name: "seq out of range",
 			bad: func(fs []*serialcb.Frame) []int {
 				fs[3].Seq = math.MaxInt64 + 1
-				fs[150].Seq = math.MaxUint64
-				return []int{3, 150}
+				fs[250].Seq = math.MaxUint64
+				return []int{3, 250}
 			},
 		},
 		{
 			name: "check constraint",
 			ddl:  `CREATE TABLE frames (id TEXT PRIMARY KEY, port TEXT NOT NULL, seq INTEGER NOT NULL, received_at TEXT NOT NULL, payload BLOB NOT NULL CHECK (length(payload) < 20))`,
 			bad: func(fs []*serialcb.Frame) []int {
-				for _, i := range []int{0, 7, 120, 199} {
+				for _, i := range []int{0, 7, 120, 199, 201, 299} {
 					fs[i].Payload = bytes.Repeat([]byte("x"), 20)
 				}
-				return []int{0, 7, 120, 199}
+				return []int{0, 7, 120, 199, 201, 299}
 			},
 		},
 		{
@@ -318,7 +318,8 @@ func TestWriteRejectsOnlyBadFrames(t *testing.T) {
 			ddl:  `CREATE TABLE frames (id TEXT PRIMARY KEY, port TEXT NOT NULL, seq INTEGER NOT NULL UNIQUE, received_at TEXT NOT NULL, payload BLOB NOT NULL)`,
 			bad: func(fs []*serialcb.Frame) []int {
 				fs[42].Seq = fs[41].Seq
-				return []int{42}
+				fs[260].Seq = fs[259].Seq
+				return []int{42, 260}
 			},
 		},
 	}
@@ -346,7 +347,7 @@ func TestWriteRejectsOnlyBadFrames(t *testing.T) {
 			}
 			defer s.Close()
 
-			batch := frames(200)
+			batch := frames(300) // a full chunk and a remainder
 			bad := tt.bad(batch)
 			errs := batchErrs(t, s.Write(t.Context(), batch), len(batch))
 			for i, err := range errs {
