@@ -33,9 +33,12 @@ type Options struct {
 	Linger time.Duration
 	// MaxInflight is how many Writes may run at once (default 1).
 	MaxInflight int
-	// MaxPending caps the frames waiting for this sink (default 50,000).
-	// Past it, a new frame fails for this sink with ErrBacklogFull, counted
-	// and logged; other sinks are not held back.
+	// MaxPending caps the frames waiting for this sink (default 10,000).
+	// When it is reached while the sink is healthy (just behind), Submit
+	// waits for room: the read loop pauses and the kernel's and device's
+	// buffers absorb the burst. While the sink is failing, a frame past the
+	// cap fails for this sink with ErrBacklogFull, counted and logged, so a
+	// dead sink never stalls a port or the other sinks.
 	MaxPending int
 	Retry      RetryPolicy
 }
@@ -58,7 +61,7 @@ func (o Options) withDefaults() Options {
 		o.MaxInflight = 1
 	}
 	if o.MaxPending <= 0 {
-		o.MaxPending = 50_000
+		o.MaxPending = 10_000
 	}
 	if o.Retry.Initial <= 0 {
 		o.Retry.Initial = 100 * time.Millisecond
@@ -139,7 +142,10 @@ func (e *DeliveryError) Unwrap() []error {
 // Stats are counters safe to read from any goroutine.
 type Stats struct {
 	Submitted, Delivered, Failed uint64
-	Sinks                        []SinkStats
+	// Throttled counts the times Submit waited for a healthy sink's queue
+	// to have room (back-pressure on a read loop).
+	Throttled uint64
+	Sinks     []SinkStats
 }
 
 // SinkStats are one sink's counters.
@@ -161,10 +167,13 @@ type Dispatcher struct {
 	onDone func(*asyncloop.Future[Receipt])
 
 	submitted, delivered, failed atomic.Uint64
-	handoffLog                   limiter
+	throttled                    atomic.Uint64
+	handoffLog, throttleLog      limiter
+	lanesByPort                  sync.Map // port → []*lane; routes are immutable, so any goroutine may fill it
+	room                         roomSignal
+	closing                      atomic.Bool // Drain began: admission no longer waits
 
 	// Loop-owned.
-	routeCache  map[string][]*lane
 	outstanding int
 	draining    bool
 	drained     chan struct{}
@@ -186,11 +195,10 @@ func New(loop *asyncloop.Loop, cfg Config, log *zap.Logger) (*Dispatcher, error)
 		return nil, errors.New("dispatch: no sinks")
 	}
 	d := &Dispatcher{
-		loop:       loop,
-		log:        log,
-		byName:     map[string]*lane{},
-		routes:     cfg.Routes,
-		routeCache: map[string][]*lane{},
+		loop:   loop,
+		log:    log,
+		byName: map[string]*lane{},
+		routes: cfg.Routes,
 	}
 	for _, t := range cfg.Targets {
 		if t.Sink == nil || t.Name == "" {
@@ -235,8 +243,13 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 // Every failure is logged and counted here; callers may ignore the future.
 func (d *Dispatcher) Submit(f serialcb.Frame) *asyncloop.Future[Receipt] {
 	d.submitted.Add(1)
+	lanes := d.route(f.Port)
+	d.admit(lanes)
 	it := &item{frame: f, fut: asyncloop.NewFuture[Receipt](d.loop)}
 	if err := d.loop.CallSoon(func() { d.accept(it) }); err != nil {
+		for _, l := range lanes {
+			l.queued.Add(-1)
+		}
 		// Settled here, not through the loop: under overload the loop is the
 		// bottleneck, and queueing a callback per rejected frame would grow
 		// its unbounded completion list with the input rate.
@@ -262,6 +275,72 @@ func (d *Dispatcher) resolve(it *item, err error) {
 	it.fut.Resolve(it.receipt(), err)
 }
 
+// admit reserves a place for a frame in each routed lane's queue. It waits
+// while a healthy sink's queue is full; see Options.MaxPending.
+func (d *Dispatcher) admit(lanes []*lane) {
+	for _, l := range lanes {
+		for {
+			q := l.queued.Load()
+			if q >= int64(l.opt.MaxPending) && l.healthy() && !d.closing.Load() {
+				d.waitForRoom(l)
+				continue
+			}
+			if l.queued.CompareAndSwap(q, q+1) {
+				break
+			}
+		}
+	}
+}
+
+func (d *Dispatcher) waitForRoom(l *lane) {
+	d.room.waiters.Add(1)
+	defer d.room.waiters.Add(-1)
+	ch := d.room.wait()
+	// Checked after taking the channel, so a broadcast cannot slip between.
+	if l.queued.Load() < int64(l.opt.MaxPending) || !l.healthy() || d.closing.Load() {
+		return
+	}
+	d.throttled.Add(1)
+	if ok, more := d.throttleLog.allow(time.Now()); ok {
+		d.log.Warn("sink is behind: pausing the read loop until it catches up (back-pressure)",
+			zap.String("sink", l.name), zap.Int("queue", l.opt.MaxPending), zap.Int("more_since_last_report", more))
+	}
+	t := time.NewTimer(250 * time.Millisecond) // a safety net; broadcasts are the signal
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	}
+}
+
+// roomSignal wakes every goroutine waiting in admit.
+type roomSignal struct {
+	mu      sync.Mutex
+	ch      chan struct{}
+	waiters atomic.Int32
+}
+
+func (r *roomSignal) wait() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ch == nil {
+		r.ch = make(chan struct{})
+	}
+	return r.ch
+}
+
+func (r *roomSignal) broadcast() {
+	if r.waiters.Load() == 0 {
+		return // the common case costs one atomic load
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ch != nil {
+		close(r.ch)
+		r.ch = nil
+	}
+}
+
 func (it *item) receipt() Receipt {
 	return Receipt{ID: it.frame.ID, Port: it.frame.Port, Seq: it.frame.Seq, Sinks: it.delivered}
 }
@@ -281,11 +360,14 @@ func (d *Dispatcher) frameDone(f *asyncloop.Future[Receipt]) {
 
 // accept runs on the loop.
 func (d *Dispatcher) accept(it *item) {
+	lanes := d.route(it.frame.Port)
 	if d.aborted {
+		for _, l := range lanes {
+			l.queued.Add(-1)
+		}
 		d.resolve(it, ErrStopped)
 		return
 	}
-	lanes := d.route(it.frame.Port)
 	if len(lanes) == 0 {
 		d.resolve(it, fmt.Errorf("port %q: %w", it.frame.Port, ErrUnrouted))
 		return
@@ -298,8 +380,8 @@ func (d *Dispatcher) accept(it *item) {
 }
 
 func (d *Dispatcher) route(port string) []*lane {
-	if lanes, ok := d.routeCache[port]; ok {
-		return lanes
+	if lanes, ok := d.lanesByPort.Load(port); ok {
+		return lanes.([]*lane)
 	}
 	var lanes []*lane
 	if len(d.routes) == 0 {
@@ -318,7 +400,7 @@ func (d *Dispatcher) route(port string) []*lane {
 			}
 		}
 	}
-	d.routeCache[port] = lanes
+	d.lanesByPort.Store(port, lanes)
 	return lanes
 }
 
@@ -361,6 +443,8 @@ func (d *Dispatcher) sinkDone(it *item, serr *SinkError) {
 // ctx.Err().
 func (d *Dispatcher) Drain(ctx context.Context) error {
 	done := make(chan struct{})
+	d.closing.Store(true)
+	d.room.broadcast()
 	start := func() {
 		d.draining = true
 		if d.outstanding == 0 {
@@ -436,7 +520,7 @@ func (d *Dispatcher) abort(final bool) {
 		if n := len(l.pending) - l.head; n > 0 {
 			items := l.pending[l.head:]
 			l.pending, l.head = nil, 0
-			l.queued.Store(0)
+			l.queued.Add(-int64(n))
 			l.fail(items, 0, ErrStopped)
 		}
 	}
@@ -456,7 +540,7 @@ func (d *Dispatcher) Close() error {
 
 // Stats returns a snapshot of the counters.
 func (d *Dispatcher) Stats() Stats {
-	s := Stats{Submitted: d.submitted.Load(), Delivered: d.delivered.Load(), Failed: d.failed.Load()}
+	s := Stats{Submitted: d.submitted.Load(), Delivered: d.delivered.Load(), Failed: d.failed.Load(), Throttled: d.throttled.Load()}
 	for _, l := range d.lanes {
 		s.Sinks = append(s.Sinks, SinkStats{
 			Name:      l.name,
@@ -510,7 +594,33 @@ type lane struct {
 	backlogLog limiter
 
 	nDelivered, nFailed, nRetried atomic.Uint64
-	queued, inflightN             atomic.Int64
+	// queued counts frames admitted for this sink and not yet in a batch
+	// (Submit reserves, pump releases); down mirrors failing > 0.
+	queued, inflightN atomic.Int64
+	down              atomic.Bool
+	progress          atomic.Int64 // UnixNano of the last write completed (or started from idle)
+}
+
+// stallAfter is how long a busy sink may go without completing a write
+// before admission stops waiting for it: a sink that hangs is treated like
+// one that fails, so it cannot stall the read loop or the other sinks.
+const stallAfter = time.Second
+
+// healthy reports whether waiting for this sink's queue to drain is
+// worthwhile: it is not failing and it is making progress. Any goroutine.
+func (l *lane) healthy() bool {
+	if l.down.Load() {
+		return false
+	}
+	return l.inflightN.Load() == 0 || time.Since(time.Unix(0, l.progress.Load())) < stallAfter
+}
+
+func (l *lane) setFailing(n int) {
+	l.failing = n
+	if down := n > 0; down != l.down.Load() {
+		l.down.Store(down)
+		l.d.room.broadcast() // waiters stop waiting for a sink that is down
+	}
 }
 
 type batch struct {
@@ -526,7 +636,9 @@ func (l *lane) setInflight(delta int) {
 
 func (l *lane) enqueue(it *item) {
 	if len(l.pending)-l.head >= l.opt.MaxPending {
-		// Overload fails frames at the input rate: count each, log a few.
+		// Only while the sink is down (admission waits otherwise): frames
+		// fail at the input rate, so count each and log a few.
+		l.queued.Add(-1)
 		l.nFailed.Add(1)
 		if ok, more := l.backlogLog.allow(time.Now()); ok {
 			l.d.log.Error("frame not delivered to sink: sink backlog full", zap.String("sink", l.name),
@@ -537,7 +649,6 @@ func (l *lane) enqueue(it *item) {
 		return
 	}
 	l.pending = append(l.pending, it)
-	l.queued.Add(1)
 	l.pump()
 }
 
@@ -580,6 +691,7 @@ func (l *lane) pump() {
 			l.head = 0
 		}
 		l.queued.Add(-int64(take))
+		l.d.room.broadcast()
 		for i, it := range b.items {
 			b.frames[i] = &it.frame
 		}
@@ -600,6 +712,9 @@ func (l *lane) lingerFired() {
 
 // start submits one Write of b to the loop's workers.
 func (l *lane) start(b *batch) {
+	if l.inflight == 0 {
+		l.progress.Store(time.Now().UnixNano())
+	}
 	b.attempts++
 	l.setInflight(1)
 	fut := asyncloop.Submit(l.d.loop, func(ctx context.Context) (struct{}, error) {
@@ -610,9 +725,10 @@ func (l *lane) start(b *batch) {
 
 // finish acts on a Write's outcome: acknowledge, give up, or retry; on the loop.
 func (l *lane) finish(b *batch, err error) {
+	l.progress.Store(time.Now().UnixNano())
 	l.setInflight(-1)
 	if err == nil {
-		l.failing = 0
+		l.setFailing(0)
 		l.ack(b.items)
 		l.pump()
 		return
@@ -641,7 +757,7 @@ func (l *lane) finish(b *batch, err error) {
 		retry, lastErr = b.items, err
 	}
 	if len(retry) == 0 {
-		l.failing = 0 // the sink answered; it rejected frames, it is not down
+		l.setFailing(0) // the sink answered; it rejected frames, it is not down
 		l.pump()
 		return
 	}
@@ -677,7 +793,7 @@ func (l *lane) finish(b *batch, err error) {
 			rb.frames[i] = &it.frame
 		}
 	}
-	l.failing++
+	l.setFailing(l.failing + 1)
 	delay := l.backoff(rb.attempts, lastErr)
 	l.nRetried.Add(uint64(len(rb.items)))
 	l.d.log.Warn("sink write failed; will retry",
