@@ -230,16 +230,9 @@ func (c *Config) Validate() error {
 	ports := map[string]bool{}
 	for i, p := range c.Ports {
 		key := fmt.Sprintf("ports[%d]", i)
-		if p.Name == "" {
-			return c.Errorf(key+".name", "missing: every port needs a name (it appears in every record)")
+		if err := c.checkName(key, "port", p.Name, ports); err != nil {
+			return err
 		}
-		if !validName(p.Name) {
-			return c.Errorf(key+".name", "%q: use letters, digits, '-', '_' and '.' only", p.Name)
-		}
-		if ports[p.Name] {
-			return c.Errorf(key+".name", "duplicate port name %q", p.Name)
-		}
-		ports[p.Name] = true
 		if p.Path == "" {
 			return c.Errorf(key+".path", "missing: the device path, e.g. /dev/ttyUSB0 or /dev/serial/by-id/…")
 		}
@@ -250,16 +243,9 @@ func (c *Config) Validate() error {
 	sinks := map[string]bool{}
 	for i, s := range c.Sinks {
 		key := fmt.Sprintf("sinks[%d]", i)
-		if s.Name == "" {
-			return c.Errorf(key+".name", "missing: every sink needs a name")
+		if err := c.checkName(key, "sink", s.Name, sinks); err != nil {
+			return err
 		}
-		if !validName(s.Name) {
-			return c.Errorf(key+".name", "%q: use letters, digits, '-', '_' and '.' only", s.Name)
-		}
-		if sinks[s.Name] {
-			return c.Errorf(key+".name", "duplicate sink name %q", s.Name)
-		}
-		sinks[s.Name] = true
 		if s.URL == "" {
 			return c.Errorf(key+".url", "missing: a sink spec such as sqlite:PATH, http(s)://…, file:PATH or stdout")
 		}
@@ -294,6 +280,20 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	return nil
+}
+
+// checkName checks the name of entry key (a port or a sink) and records it.
+func (c *Config) checkName(key, kind, name string, seen map[string]bool) error {
+	switch {
+	case name == "":
+		return c.Errorf(key+".name", "missing: every %s needs a name (it appears in records, routes and logs)", kind)
+	case !validName(name):
+		return c.Errorf(key+".name", "%q: use letters, digits, '-', '_' and '.' only", name)
+	case seen[name]:
+		return c.Errorf(key+".name", "duplicate %s name %q", kind, name)
+	}
+	seen[name] = true
 	return nil
 }
 
