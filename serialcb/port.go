@@ -71,6 +71,10 @@ type PortConfig struct {
 	// attempts to reopen a port that vanished or cannot be opened; defaults
 	// 100ms and 5s.
 	ReconnectMin, ReconnectMax time.Duration
+	// SilenceTimeout, when positive, reopens the port after that long
+	// without a byte: some USB adapters and devices wedge without
+	// disconnecting, and a reopen (which toggles DTR) revives them.
+	SilenceTimeout time.Duration
 }
 
 // Validate checks c without any I/O, so a config can be checked on a machine
@@ -104,6 +108,9 @@ func (c PortConfig) Validate() error {
 	}
 	if c.ReadBuffer < 0 || c.ReadBuffer > maxReadBuffer {
 		add("read buffer must be 0 (default %d) or 1..%d bytes, got %d", DefaultReadBuffer, maxReadBuffer, c.ReadBuffer)
+	}
+	if c.SilenceTimeout < 0 {
+		add("silence timeout must not be negative (0 turns the watchdog off)")
 	}
 	if c.ReconnectMin < 0 || c.ReconnectMax < 0 {
 		add("reconnect delays must not be negative")

@@ -28,6 +28,10 @@ const slabSize = 4 << 10
 // backoff) keeps such a driver from making the loop spin.
 var errNoData = errors.New("read returned no data")
 
+// ErrSilent ends a connection on which no byte arrived for the configured
+// SilenceTimeout; the Reader then reopens the port.
+var ErrSilent = errors.New("no data within the silence timeout")
+
 // Reader reads one serial port and turns its stream into Frames. Create it
 // with NewReader and call Run (or RunOpen); Stats may be called from any
 // goroutine at any time.
@@ -40,8 +44,8 @@ type Reader struct {
 	opened     chan struct{} // closed at the first successful open
 	openedOnce sync.Once
 
-	bytes, frames, oversize, oversizeBytes, reconnects atomic.Uint64
-	up                                                 atomic.Bool
+	bytes, frames, oversize, oversizeBytes, reconnects, silences atomic.Uint64
+	up                                                           atomic.Bool
 
 	// Owned by the goroutine in Run.
 	seq    uint64
@@ -63,6 +67,8 @@ type ReaderStats struct {
 	Oversize, OversizeBytes uint64
 	// Reconnects counts successful opens after the first one.
 	Reconnects uint64
+	// SilenceReopens counts reopens forced by the silence watchdog.
+	SilenceReopens uint64
 	// Up is true while the port is open.
 	Up bool
 }
@@ -92,12 +98,13 @@ func (r *Reader) Opened() <-chan struct{} { return r.opened }
 // Stats returns the Reader's counters, read atomically one by one.
 func (r *Reader) Stats() ReaderStats {
 	return ReaderStats{
-		Bytes:         r.bytes.Load(),
-		Frames:        r.frames.Load(),
-		Oversize:      r.oversize.Load(),
-		OversizeBytes: r.oversizeBytes.Load(),
-		Reconnects:    r.reconnects.Load(),
-		Up:            r.up.Load(),
+		Bytes:          r.bytes.Load(),
+		Frames:         r.frames.Load(),
+		Oversize:       r.oversize.Load(),
+		OversizeBytes:  r.oversizeBytes.Load(),
+		Reconnects:     r.reconnects.Load(),
+		SilenceReopens: r.silences.Load(),
+		Up:             r.up.Load(),
 	}
 }
 
@@ -200,9 +207,15 @@ func (r *Reader) run(ctx context.Context, onFrame func(Frame), failFirst bool) e
 		// be missing while it is away, so only other open failures (say,
 		// permission denied after a replug) are worth another Warn.
 		failKey = OpenNotFound.String()
-		r.log.Warn("serial port lost; reconnecting", zap.Error(err),
-			zap.Int("partial_frame_bytes", len(r.cutter.Pending())+r.cutter.Dropping()),
-			zap.Duration("retry_in", delay))
+		if errors.Is(err, ErrSilent) {
+			r.silences.Add(1)
+			r.log.Warn("no data from the serial port: reopening it", zap.Duration("silence", r.cfg.SilenceTimeout),
+				zap.Int("partial_frame_bytes", len(r.cutter.Pending())+r.cutter.Dropping()))
+		} else {
+			r.log.Warn("serial port lost; reconnecting", zap.Error(err),
+				zap.Int("partial_frame_bytes", len(r.cutter.Pending())+r.cutter.Dropping()),
+				zap.Duration("retry_in", delay))
+		}
 		if !sleep(ctx, delay) {
 			break
 		}
@@ -225,7 +238,20 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, now *time.Time,
 		case <-stop:
 		}
 	}()
+	// The silence watchdog closes the port too; a timer reset per read
+	// (not per frame) costs nothing when data flows and nothing when idle.
+	var silent atomic.Bool
+	var watchdog *time.Timer
+	if to := r.cfg.SilenceTimeout; to > 0 {
+		watchdog = time.AfterFunc(to, func() {
+			silent.Store(true)
+			port.Close()
+		})
+	}
 	defer func() {
+		if watchdog != nil {
+			watchdog.Stop()
+		}
 		close(stop)
 		<-watcherDone
 		port.Close() // idempotent
@@ -234,11 +260,16 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, now *time.Time,
 	for {
 		n, err := port.Read(r.buf)
 		if n > 0 {
+			if watchdog != nil {
+				watchdog.Reset(r.cfg.SilenceTimeout)
+			}
 			*now = time.Now().UTC()
 			r.bytes.Add(uint64(n))
 			r.cutter.Feed(r.buf[:n], emit, oversize)
 		}
 		switch {
+		case err != nil && silent.Load() && ctx.Err() == nil:
+			return ErrSilent
 		case err != nil:
 			return err
 		case n == 0:
