@@ -1,0 +1,98 @@
+// Package spool is an on-disk store-and-forward queue of frames for one
+// sink: the read loop's frames are appended as group commits, a consumer
+// reads them in order, delivers them, and acknowledges them. It survives
+// restarts, kill -9 and (per the Sync policy) power cuts, and recovers from
+// torn or corrupt files without refusing to start.
+//
+// # Use
+//
+//	s, err := spool.Open(spool.Options{Dir: dir, MaxBytes: 1 << 30}, log)
+//	err = s.Append(batch)               // producer goroutine
+//	frames, cur, err := s.Read(500)     // consumer goroutine; wait on s.Notify() when empty
+//	err = s.Ack(cur)                    // after the sink accepted frames
+//	s.Rewind()                          // after it failed: hand out again from the ack
+//
+// Append may run concurrently with Read, Ack, Rewind and Stats. The spool
+// has one reader position: it is meant for one consumer.
+//
+// # Layout
+//
+// A directory holds numbered segment files (00000000000000000001.seg, ...),
+// an ack file and a LOCK file (flock: one Spool per directory). A segment
+// starts with the 8-byte magic "scbdspl1" and holds records:
+//
+//	u32 LE length of body | u32 LE CRC-32C (Castagnoli) of body | body
+//	body = u8 version (1) | id [16] | uvarint seq | varint unix seconds |
+//	       uvarint nanoseconds | uvarint len + port | uvarint len + payload
+//
+// A Cursor is a (segment, offset) position. The ack file holds the last
+// acknowledged position (magic "scbdack1", segment, offset, CRC-32C); it is
+// replaced atomically (write temporary, fsync, rename, fsync directory).
+// Segments are rolled at Options.SegmentSize; a segment is deleted once
+// every record in it is acknowledged (the active segment is kept until it
+// is rolled). Each Open starts a new segment, so records written after a
+// restart never share a segment with recovered ones.
+//
+// # Durability (what a crash can lose)
+//
+// "Appended" means Append returned nil. kill -9 (process crash, kernel
+// and disk fine) never loses an appended frame under any policy: data is
+// in the page cache once write(2) returns. A power cut or kernel crash can
+// lose:
+//
+//	SyncBatch    (default) nothing appended: Append returns after fsync.
+//	             Cost: one fsync per Append call (group commit), so batch.
+//	SyncInterval frames appended in the last SyncEvery (default 1 s)
+//	             before the cut; segments are fsynced when rolled.
+//	SyncNone     anything not yet written back by the kernel (typically
+//	             up to ~30 s on Linux: dirty_expire_centisecs); only Close
+//	             fsyncs.
+//
+// A frame is lost only if it is lost before being acknowledged: after a
+// restart, every frame after the last persisted ack is handed out again
+// (at-least-once; sinks dedupe by id). Under SyncNone the ack file is not
+// fsynced either, so a power cut may replay more; never less.
+// Read only hands out frames whose Append has completed (with SyncBatch:
+// whose fsync has completed).
+//
+// # Recovery
+//
+// Open scans every segment. A record is bad if its length is out of range
+// (< minimum body, > MaxRecordSize), the file ends inside it, its CRC-32C
+// does not match or its body does not parse. Then:
+//
+//   - If a valid record follows (found at the bad record's claimed end, or
+//     else by a byte-by-byte resync), only the damaged bytes are skipped:
+//     later good records are kept and delivered. The bytes stay in the file
+//     (nothing is rewritten) and readers jump over them.
+//   - If no valid record follows, the damage is a torn tail (a write cut by
+//     a crash): the file is truncated there. Damage in the last record of
+//     a segment cannot be told from a torn write, so it is cut too.
+//   - A file without the segment magic is renamed to NAME.corrupt.
+//   - A missing or damaged ack file restarts delivery at the oldest
+//     segment kept (redelivery, not loss).
+//
+// Every region is logged at error level, counted in Stats.CorruptRecords
+// and listed in Recovery(). Open never fails because of damage. Resync can
+// in theory accept bytes inside a damaged record's payload that happen to
+// form a valid record (a 32-bit CRC over a plausible length must match):
+// only adversarial payloads that embed spool records make that likely.
+//
+// # Capacity and overflow
+//
+// Options.MaxBytes caps the segment files (acknowledged records count
+// until their segment is deleted; SegmentSize is lowered to MaxBytes/4 so
+// the cap is reachable in whole segments). When an Append would pass it:
+//
+//	DropOldest (default) whole segments are deleted, oldest first, even if
+//	           not yet acknowledged; their unacknowledged frames are
+//	           counted in Stats.DroppedFrames and logged at error level.
+//	Block      Append returns ErrFull and writes nothing; the caller stops
+//	           reading (the device's buffer fills) and retries after Ack.
+//
+// A full disk (ENOSPC) is handled the same way: a partial write is cut back
+// so the spool stays consistent, a fully acknowledged active segment is
+// recycled, DropOldest drops old segments and retries, and otherwise
+// Append returns an error matching both ErrFull and syscall.ENOSPC. The
+// spool keeps working once space returns.
+package spool
