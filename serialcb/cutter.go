@@ -45,6 +45,9 @@ func NewCutter(f Framer, maxFrame int) *Cutter {
 //
 // Whole frames found in p are passed to emit straight from p, without a
 // copy; only the trailing partial frame is copied into the Cutter's buffer.
+// Framers that unescape (slip, cobs, stx-etx with esc) decode in place, so
+// Feed may rewrite the bytes of p it consumed: pass a copy if p is needed
+// afterwards.
 func (c *Cutter) Feed(p []byte, emit func(payload []byte), oversize func(dropped int)) {
 	for len(p) > 0 {
 		if len(c.buf) == 0 {

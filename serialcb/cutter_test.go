@@ -164,7 +164,7 @@ func TestParseFraming(t *testing.T) {
 		{spec: `lines:\\`, in: `a\b\`, frames: []string{"a", "b"}},
 		{spec: "lines:", wantErr: "empty delimiter"},
 		{spec: `lines:\q`, wantErr: "bad escape"},
-		{spec: "cobs", wantErr: `unknown framing "cobs": valid specs are`},
+		{spec: "cobz", wantErr: `unknown framing "cobz": valid specs are`},
 		{spec: ":;", wantErr: "unknown framing"},
 		{spec: "Lines", wantErr: "unknown framing"},
 	}

@@ -99,7 +99,7 @@ func (l lines) Skip(buf []byte) (int, bool) {
 }
 
 // framingSpecs lists the valid specs, for error messages.
-const framingSpecs = `"lines" (same as ""), "lines:<delimiter>" with Go escapes (lines:\r\n, lines:\x03, lines:;)`
+const framingSpecs = framingHelp
 
 // ParseFraming turns a --framing spec into a Framer. The grammar is
 // name[:arg]:
@@ -107,6 +107,20 @@ const framingSpecs = `"lines" (same as ""), "lines:<delimiter>" with Go escapes 
 //	""  or "lines"     Lines("\n") (strips a '\r' before the '\n')
 //	"lines:<delim>"    Lines(delim); delim is unquoted with Go escapes, so
 //	                   `lines:\r\n`, `lines:\x03`, `lines:;` all work
+//	"fixed:N"          Fixed(N): every N bytes
+//	"len:T[:offset=K][:inclusive]"
+//	                   Len: a length field of type T (u8, u16be, u16le,
+//	                   u32be, u32le) at byte K (default 0); the length counts
+//	                   the bytes after the field, or with inclusive the whole
+//	                   frame; the payload is the whole frame
+//	"stx-etx"          StxEtx: 0x02 payload 0x03
+//	"stx-etx:esc=0xNN" the same, with escape byte 0xNN (0x10 for DLE)
+//	"slip"             SLIP (RFC 1055), payload unescaped
+//	"cobs"             COBS, 0x00-terminated, payload decoded
+//	"regex:EXPR"       Regex: each match of the Go regexp EXPR is a frame
+//
+// The arguments of regex and lines are taken verbatim after the first
+// colon, so they may contain colons.
 func ParseFraming(spec string) (Framer, error) {
 	name, arg, hasArg := strings.Cut(spec, ":")
 	switch {
@@ -121,6 +135,9 @@ func ParseFraming(spec string) (Framer, error) {
 			return nil, fmt.Errorf("framing %q: empty delimiter (use \"lines\" for newline)", spec)
 		}
 		return Lines([]byte(delim)), nil
+	}
+	if f, ok, err := parseBinaryFraming(spec); ok {
+		return f, err
 	}
 	return nil, fmt.Errorf("unknown framing %q: valid specs are %s", spec, framingSpecs)
 }

@@ -1,0 +1,623 @@
+package serialcb
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// This file holds the binary and pattern framers: fixed, len, stx-etx,
+// slip, cobs and regex. Like Lines they keep no state between calls.
+//
+// Escaping framers (stx-etx with an escape byte, slip, cobs) decode a
+// complete frame in place: they rewrite the frame's own bytes in the buf
+// passed to Split, and only once its end has been found, so the bytes they
+// touch are always consumed by that same call. A Cutter may pass the slice
+// given to Feed straight to Split, so with these framers Feed may rewrite
+// the bytes of complete frames in its argument. The read loop reads into a
+// buffer it reuses, so that costs nothing; a caller that needs its input
+// intact afterwards must Feed a copy.
+
+// noiseChunk is the most noise bytes stx-etx and regex drop per Split
+// call. The Cutter treats any Split result longer than the max as an
+// oversize frame, so a framer that drops noise in larger pieces would report
+// a long run of garbage as oversize when it arrived in one read and not
+// when it arrived in small ones. Those framers raise the max to at least
+// noiseChunk and look for a frame start only within the next noiseChunk
+// bytes, which also keeps a long run of noise linear to drop.
+const noiseChunk = 16
+
+// Framing bytes.
+const (
+	stxByte = 0x02
+	etxByte = 0x03
+
+	slipEnd    = 0xC0
+	slipEsc    = 0xDB
+	slipEscEnd = 0xDC
+	slipEscEsc = 0xDD
+)
+
+// fixedLen is the Framer returned by Fixed.
+type fixedLen struct{ n int }
+
+var (
+	_ Framer      = fixedLen{}
+	_ boundaryLen = fixedLen{}
+)
+
+// Fixed returns a Framer that cuts every n bytes; the payload is the n
+// bytes. An n below 1 is taken as 1. A fixed stream has no boundary
+// marker, so there is no resynchronisation within a stream: a lost or
+// extra byte shifts every later frame. Frames line up again when the
+// Cutter is Reset, which the read loop does at every (re)open of the port.
+// The max frame size is raised to at least n.
+func Fixed(n int) Framer { return fixedLen{n: max(n, 1)} }
+
+// Split implements Framer.
+func (f fixedLen) Split(buf []byte) (int, []byte) {
+	if len(buf) < f.n {
+		return 0, nil
+	}
+	return f.n, buf[:f.n:f.n]
+}
+
+// Skip implements Framer. It is never needed (the max is at least n), and
+// drops one frame's worth if called.
+func (f fixedLen) Skip(buf []byte) (int, bool) { return min(f.n, len(buf)), true }
+
+func (f fixedLen) boundaryLen() int { return f.n }
+
+// LenConfig describes a length-prefixed frame: Offset header bytes, then a
+// Width-byte unsigned length, then the rest of the frame.
+type LenConfig struct {
+	// Width of the length field in bytes: 1, 2 or 4.
+	Width int
+	// LittleEndian selects the byte order of a 2- or 4-byte length.
+	LittleEndian bool
+	// Offset is where the length field starts: the bytes before it (a sync
+	// byte, an address, a type) belong to the frame.
+	Offset int
+	// Inclusive means the length counts the whole frame, header and length
+	// field included; otherwise it counts the bytes after the length field.
+	Inclusive bool
+}
+
+// lenPrefix is the Framer returned by Len.
+type lenPrefix struct {
+	cfg LenConfig
+	hdr int // Offset + Width
+}
+
+var (
+	_ Framer      = lenPrefix{}
+	_ boundaryLen = lenPrefix{}
+)
+
+// ErrBadLenConfig is returned by Len for a width other than 1, 2 or 4 or a
+// negative offset.
+var ErrBadLenConfig = errors.New("length prefix: width must be 1, 2 or 4 and offset >= 0")
+
+// Len returns a Framer for length-prefixed frames. The payload is the
+// whole frame, header and length field included, so fields before the
+// length and checksums computed over the whole frame stay available; a
+// decoder can strip the header.
+//
+// A length prefix has no marker to resynchronise on, so the framer trusts
+// every plausible length: a frame longer than the max is dropped whole, by
+// its announced length, and cutting carries on right after it, whatever the
+// read boundaries. Lengths that cannot be right are noise: an inclusive
+// length smaller than the header, or any frame over 16 MiB (the largest
+// max frame a port accepts); their first byte is dropped and parsing starts
+// again at the next byte. A garbled but plausible length cuts wrong frames
+// until the stream realigns (or the port is reopened); pair the framer with
+// a checksum validator to catch them.
+//
+// To skip an oversize frame across reads without state of its own, Skip
+// rewrites the last header-size bytes it keeps (bytes of the dropped frame)
+// into a header announcing what remains of it.
+func Len(cfg LenConfig) (Framer, error) {
+	if (cfg.Width != 1 && cfg.Width != 2 && cfg.Width != 4) || cfg.Offset < 0 {
+		return nil, ErrBadLenConfig
+	}
+	return lenPrefix{cfg: cfg, hdr: cfg.Offset + cfg.Width}, nil
+}
+
+// total returns the frame length announced by the header at buf[0:], which
+// must hold at least hdr bytes, and whether it is possible at all.
+func (l lenPrefix) total(buf []byte) (int, bool) {
+	f := buf[l.cfg.Offset : l.cfg.Offset+l.cfg.Width]
+	var v uint64
+	switch {
+	case l.cfg.Width == 1:
+		v = uint64(f[0])
+	case l.cfg.Width == 2 && l.cfg.LittleEndian:
+		v = uint64(binary.LittleEndian.Uint16(f))
+	case l.cfg.Width == 2:
+		v = uint64(binary.BigEndian.Uint16(f))
+	case l.cfg.LittleEndian:
+		v = uint64(binary.LittleEndian.Uint32(f))
+	default:
+		v = uint64(binary.BigEndian.Uint32(f))
+	}
+	n := v
+	if !l.cfg.Inclusive {
+		n += uint64(l.hdr)
+	}
+	return int(n), n >= uint64(l.hdr) && n <= maxMaxFrame
+}
+
+// put writes a header announcing a frame of n bytes into buf[0:hdr].
+func (l lenPrefix) put(buf []byte, n int) {
+	if !l.cfg.Inclusive {
+		n -= l.hdr
+	}
+	f := buf[l.cfg.Offset : l.cfg.Offset+l.cfg.Width]
+	switch {
+	case l.cfg.Width == 1:
+		f[0] = byte(n)
+	case l.cfg.Width == 2 && l.cfg.LittleEndian:
+		binary.LittleEndian.PutUint16(f, uint16(n))
+	case l.cfg.Width == 2:
+		binary.BigEndian.PutUint16(f, uint16(n))
+	case l.cfg.LittleEndian:
+		binary.LittleEndian.PutUint32(f, uint32(n))
+	default:
+		binary.BigEndian.PutUint32(f, uint32(n))
+	}
+}
+
+// Split implements Framer.
+func (l lenPrefix) Split(buf []byte) (int, []byte) {
+	if len(buf) < l.hdr {
+		return 0, nil
+	}
+	n, ok := l.total(buf)
+	switch {
+	case !ok:
+		return 1, nil // impossible header: noise, hunt from the next byte
+	case n > len(buf):
+		return 0, nil
+	}
+	return n, buf[:n:n]
+}
+
+// Skip implements Framer. buf starts with the header of a frame longer than
+// the max (or, on later calls, with the header Skip wrote); it drops that
+// frame whole (see Len).
+func (l lenPrefix) Skip(buf []byte) (int, bool) {
+	if len(buf) < l.hdr {
+		return 0, false
+	}
+	n, ok := l.total(buf)
+	switch {
+	case !ok:
+		return 1, true // not a header: Split would have called it noise
+	case n <= len(buf):
+		return n, true
+	}
+	d := len(buf) - l.hdr
+	l.put(buf[d:], n-d)
+	return d, false
+}
+
+// boundaryLen keeps the max above the header, so the header Skip keeps
+// always fits in the Cutter's buffer.
+func (l lenPrefix) boundaryLen() int { return l.hdr + 1 }
+
+// stxEtx is the Framer returned by StxEtx.
+type stxEtx struct {
+	esc    byte
+	hasEsc bool
+}
+
+var (
+	_ Framer      = stxEtx{}
+	_ boundaryLen = stxEtx{}
+)
+
+// StxEtx returns a Framer for frames between STX (0x02) and ETX (0x03);
+// the payload is the bytes between them. With hasEsc, esc makes the byte
+// after it literal (esc STX, esc ETX, esc esc), and the payload holds the
+// unescaped bytes (decoded in place, see the note on escaping framers).
+//
+// Resynchronisation: bytes outside STX…ETX are noise; an unescaped STX
+// inside a frame abandons the frame begun before it (noise) and starts a
+// new one, so a frame cut short by a glitch costs only itself. Empty frames
+// (STX ETX) are dropped as noise. A frame over the max is skipped up to its
+// ETX, or up to the next STX, whichever comes first. The max is raised to
+// at least 16 bytes (see noiseChunk).
+func StxEtx(esc byte, hasEsc bool) Framer { return stxEtx{esc: esc, hasEsc: hasEsc} }
+
+// Split implements Framer.
+func (s stxEtx) Split(buf []byte) (int, []byte) {
+	window := buf[:min(len(buf), noiseChunk)]
+	i := bytes.IndexByte(window, stxByte)
+	switch {
+	case i < 0:
+		return len(window), nil // no frame start: noise
+	case i > 0:
+		return i, nil
+	}
+	for j := 1; j < len(buf); j++ {
+		switch c := buf[j]; {
+		case s.hasEsc && c == s.esc:
+			j++ // the next byte is literal
+		case c == stxByte:
+			return j, nil // restart at this STX
+		case c == etxByte:
+			if j == 1 {
+				return 2, nil // empty frame
+			}
+			if !s.hasEsc {
+				return j + 1, buf[1:j:j]
+			}
+			w := 1
+			for r := 1; r < j; r, w = r+1, w+1 {
+				if buf[r] == s.esc {
+					r++
+				}
+				buf[w] = buf[r]
+			}
+			return j + 1, buf[1:w:w]
+		}
+	}
+	return 0, nil
+}
+
+// Skip implements Framer. buf[0] is never a boundary: on the first call it
+// is the oversize frame's STX, later it is a byte a previous call kept.
+func (s stxEtx) Skip(buf []byte) (int, bool) {
+	j := 0
+	for j < len(buf) {
+		c := buf[j]
+		switch {
+		case s.hasEsc && c == s.esc:
+			if j+1 == len(buf) {
+				return j, false // keep the escape for the next call
+			}
+			if j+2 == len(buf) {
+				return j, false // keep the pair, so its escape is not lost
+			}
+			j += 2
+			continue
+		case j > 0 && c == stxByte:
+			return j, true
+		case j > 0 && c == etxByte:
+			return j + 1, true
+		}
+		j++
+	}
+	return max(len(buf)-1, 0), false // keep the last byte: a new STX may follow
+}
+
+// boundaryLen is noiseChunk, which is more than the 3 bytes Skip may keep.
+func (s stxEtx) boundaryLen() int { return noiseChunk }
+
+// slip is the Framer returned by SLIP.
+type slip struct{}
+
+var (
+	_ Framer      = slip{}
+	_ resumer     = slip{}
+	_ boundaryLen = slip{}
+)
+
+// SLIP returns a Framer for RFC 1055 SLIP: frames end with END (0xC0); in
+// a frame ESC (0xDB) ESC_END (0xDC) stands for 0xC0 and ESC ESC_ESC (0xDD)
+// for 0xDB. The payload is the unescaped bytes, decoded in place (see the
+// note on escaping framers). As in RFC 1055, ESC followed by any other byte
+// stands for that byte; a dangling ESC before END is dropped.
+//
+// Every END is a boundary, so resynchronisation is immediate: garbage
+// merges into the frame it precedes, and senders that start each frame
+// with END (as RFC 1055 recommends) lose nothing. Empty frames (END END)
+// are dropped as noise. A frame over the max is skipped up to its END.
+func SLIP() Framer { return slip{} }
+
+// Split implements Framer.
+func (s slip) Split(buf []byte) (int, []byte) { return s.SplitFrom(buf, 0) }
+
+// SplitFrom implements resumer.
+func (slip) SplitFrom(buf []byte, from int) (int, []byte) {
+	i := bytes.IndexByte(buf[from:], slipEnd)
+	if i < 0 {
+		return 0, nil
+	}
+	i += from
+	if bytes.IndexByte(buf[:i], slipEsc) < 0 {
+		if i == 0 {
+			return 1, nil
+		}
+		return i + 1, buf[:i:i]
+	}
+	w := 0
+	for r := 0; r < i; r++ {
+		c := buf[r]
+		if c == slipEsc {
+			r++
+			if r == i {
+				break // dangling ESC
+			}
+			switch c = buf[r]; c {
+			case slipEscEnd:
+				c = slipEnd
+			case slipEscEsc:
+				c = slipEsc
+			}
+		}
+		buf[w] = c
+		w++
+	}
+	if w == 0 {
+		return i + 1, nil
+	}
+	return i + 1, buf[:w:w]
+}
+
+// Skip implements Framer.
+func (slip) Skip(buf []byte) (int, bool) {
+	if i := bytes.IndexByte(buf, slipEnd); i >= 0 {
+		return i + 1, true
+	}
+	return len(buf), false
+}
+
+func (slip) boundaryLen() int { return 1 }
+
+// cobs is the Framer returned by COBS.
+type cobs struct{}
+
+var (
+	_ Framer      = cobs{}
+	_ resumer     = cobs{}
+	_ boundaryLen = cobs{}
+)
+
+// COBS returns a Framer for Consistent Overhead Byte Stuffing frames, each
+// ended by a 0x00 byte. The payload is the decoded frame, decoded in place
+// (see the note on escaping framers).
+//
+// Every 0x00 is a boundary, so resynchronisation is immediate. Empty frames
+// and malformed ones (a code byte pointing past the end of the frame) are
+// dropped as noise. A frame over the max is skipped up to its 0x00.
+func COBS() Framer { return cobs{} }
+
+// Split implements Framer.
+func (c cobs) Split(buf []byte) (int, []byte) { return c.SplitFrom(buf, 0) }
+
+// SplitFrom implements resumer.
+func (cobs) SplitFrom(buf []byte, from int) (int, []byte) {
+	i := bytes.IndexByte(buf[from:], 0)
+	if i < 0 {
+		return 0, nil
+	}
+	i += from
+	enc := buf[:i]
+	w := 0
+	for r := 0; r < len(enc); {
+		code := int(enc[r])
+		if r+code > len(enc) {
+			return i + 1, nil // malformed
+		}
+		w += copy(enc[w:], enc[r+1:r+code])
+		r += code
+		if code < 0xFF && r < len(enc) {
+			enc[w] = 0
+			w++
+		}
+	}
+	if w == 0 {
+		return i + 1, nil
+	}
+	return i + 1, enc[:w:w]
+}
+
+// Skip implements Framer.
+func (cobs) Skip(buf []byte) (int, bool) {
+	if i := bytes.IndexByte(buf, 0); i >= 0 {
+		return i + 1, true
+	}
+	return len(buf), false
+}
+
+func (cobs) boundaryLen() int { return 1 }
+
+// regexFramer is the Framer returned by Regex.
+type regexFramer struct {
+	re     *regexp.Regexp
+	prefix []byte // literal every match starts with, or nil
+}
+
+var (
+	_ Framer      = regexFramer{}
+	_ boundaryLen = regexFramer{}
+)
+
+// Regex returns a Framer whose frames are the matches of re in the stream;
+// the payload is the match. Bytes before a match are noise.
+//
+// A match is taken only when it ends before the last buffered byte, so a
+// match that could grow with more input (`[0-9]+`, `[^\n]*`) is not cut
+// short by a read boundary. End patterns with an explicit terminator
+// (`\$GP[^\r\n]*\r\n`) so frames are final as soon as they arrive.
+// The byte after a match must fit in the Cutter's buffer too, so a frame
+// of exactly the max bytes is cut only when that byte arrives in the same
+// read; otherwise it is dropped as oversize: keep the max above the
+// longest frame. Matching is leftmost-first over the buffered bytes: bytes before the
+// leftmost match are dropped as noise even if more input could have made an
+// earlier match (only alternations like `a.*z|b` can). `^` anchors where
+// the previous frame ended, not a line start. Empty matches are noise.
+//
+// Resynchronisation: when re has a literal prefix, bytes that cannot start
+// a match (before the first occurrence of the prefix) are noise at once;
+// otherwise unmatched bytes wait until the max. The max is raised to at
+// least 16 bytes (see noiseChunk). A frame in progress that
+// grows past the max is skipped up to the next occurrence of the literal
+// prefix; without a prefix, up to the next match start in the buffer, or
+// half the buffer when none starts in it. Only the prefix rule is
+// independent of read boundaries: prefer patterns that start with a
+// literal. An oversize match is reported as dropped with its own length
+// when it arrives in one read, and up to the next prefix otherwise.
+func Regex(re *regexp.Regexp) Framer {
+	p, _ := re.LiteralPrefix()
+	var prefix []byte
+	if p != "" {
+		prefix = []byte(p)
+	}
+	return regexFramer{re: re, prefix: prefix}
+}
+
+// Split implements Framer.
+func (f regexFramer) Split(buf []byte) (int, []byte) {
+	if f.prefix != nil {
+		window := buf[:min(len(buf), noiseChunk+len(f.prefix)-1)]
+		switch i := bytes.Index(window, f.prefix); {
+		case i < 0:
+			return max(len(window)-(len(f.prefix)-1), 0), nil
+		case i > 0:
+			return i, nil
+		}
+	}
+	loc := f.re.FindIndex(buf)
+	if loc == nil {
+		return 0, nil
+	}
+	s, e := loc[0], loc[1]
+	switch {
+	case s > 0:
+		return min(s, noiseChunk), nil
+	case e >= len(buf):
+		return 0, nil // may grow: wait for more
+	case e == 0:
+		return 1, nil // empty match
+	}
+	return e, buf[:e:e]
+}
+
+// Skip implements Framer. buf[0] is never a match start: on the first call
+// it starts the oversize frame, later it is a byte a previous call kept.
+func (f regexFramer) Skip(buf []byte) (int, bool) {
+	if f.prefix != nil {
+		if len(buf) > 1 {
+			if i := bytes.Index(buf[1:], f.prefix); i >= 0 {
+				return 1 + i, true
+			}
+		}
+		// Keep len(prefix) bytes: a prefix starting in them after their
+		// first byte is found next time.
+		return max(len(buf)-len(f.prefix), 0), false
+	}
+	if len(buf) > 1 {
+		if loc := f.re.FindIndex(buf[1:]); loc != nil {
+			return 1 + loc[0], true
+		}
+	}
+	return max(len(buf)/2, 1), true
+}
+
+// boundaryLen covers noiseChunk and the prefix bytes Skip keeps.
+func (f regexFramer) boundaryLen() int { return max(noiseChunk, len(f.prefix)+1) }
+
+// framingHelp documents the grammar, for ParseFraming's errors and docs.
+const framingHelp = `"lines" (same as ""), "lines:<delimiter>" with Go escapes (lines:\r\n, lines:\x03, lines:;), ` +
+	`"fixed:N", "len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive]", "stx-etx[:esc=0xNN]", ` +
+	`"slip", "cobs", "regex:EXPR"`
+
+// parseBinaryFraming parses the specs other than lines; ok is false for an
+// unknown name.
+func parseBinaryFraming(spec string) (f Framer, ok bool, err error) {
+	name, arg, hasArg := strings.Cut(spec, ":")
+	fail := func(format string, args ...any) (Framer, bool, error) {
+		return nil, true, fmt.Errorf("framing %q: %s", spec, fmt.Sprintf(format, args...))
+	}
+	switch name {
+	case "fixed":
+		n, err := strconv.Atoi(arg)
+		if !hasArg || err != nil || n < 1 {
+			return fail("want fixed:N with N >= 1 bytes")
+		}
+		return Fixed(n), true, nil
+	case "len":
+		if !hasArg {
+			return fail("want len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive]")
+		}
+		parts := strings.Split(arg, ":")
+		var cfg LenConfig
+		switch parts[0] {
+		case "u8":
+			cfg.Width = 1
+		case "u16be":
+			cfg.Width = 2
+		case "u16le":
+			cfg.Width, cfg.LittleEndian = 2, true
+		case "u32be":
+			cfg.Width = 4
+		case "u32le":
+			cfg.Width, cfg.LittleEndian = 4, true
+		default:
+			return fail("length type %q: want u8, u16be, u16le, u32be or u32le", parts[0])
+		}
+		for _, opt := range parts[1:] {
+			k, v, _ := strings.Cut(opt, "=")
+			switch {
+			case opt == "inclusive":
+				cfg.Inclusive = true
+			case k == "offset":
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 0 || n > 1024 {
+					return fail("offset=%q: want 0..1024", v)
+				}
+				cfg.Offset = n
+			default:
+				return fail("unknown option %q: want offset=K or inclusive", opt)
+			}
+		}
+		l, err := Len(cfg)
+		if err != nil {
+			return fail("%v", err)
+		}
+		return l, true, nil
+	case "stx-etx":
+		if !hasArg {
+			return StxEtx(0, false), true, nil
+		}
+		v, ok := strings.CutPrefix(arg, "esc=")
+		if !ok {
+			return fail("unknown option %q: want esc=0xNN", arg)
+		}
+		b, err := strconv.ParseUint(v, 0, 8)
+		if err != nil {
+			return fail("esc=%q: want a byte such as 0x10", v)
+		}
+		if b == stxByte || b == etxByte {
+			return fail("the escape byte cannot be STX or ETX")
+		}
+		return StxEtx(byte(b), true), true, nil
+	case "slip", "cobs":
+		if hasArg {
+			return fail("%s takes no arguments", name)
+		}
+		if name == "slip" {
+			return SLIP(), true, nil
+		}
+		return COBS(), true, nil
+	case "regex":
+		if !hasArg || arg == "" {
+			return fail("want regex:EXPR")
+		}
+		re, err := regexp.Compile(arg)
+		if err != nil {
+			return fail("%v", err)
+		}
+		if re.Match(nil) {
+			return fail("the pattern matches the empty string")
+		}
+		return Regex(re), true, nil
+	}
+	return nil, false, nil
+}

@@ -1,0 +1,115 @@
+package serialcb
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// framerGoldenCases says how each recorded stream under
+// ../testdata/framing/<dir>/ is framed; every .bin file in those
+// directories must be listed. The lines directory has its own test.
+var framerGoldenCases = map[string]map[string]struct {
+	spec string
+	max  int
+}{
+	"fixed": {
+		"modbus_rtu.bin":     {"fixed:8", 8},
+		"modbus_capture.bin": {"fixed:8", 8},
+	},
+	"len": {
+		"u16be.bin":               {"len:u16be", 32},
+		"u32be_garbage.bin":       {"len:u32be", 64},
+		"u8_offset_inclusive.bin": {"len:u8:offset=1:inclusive", 24},
+	},
+	"stx-etx": {
+		"plain.bin": {"stx-etx", 16},
+		"dle.bin":   {"stx-etx:esc=0x10", 16},
+	},
+	"slip": {
+		"slip.bin":    {"slip", 16},
+		"capture.bin": {"slip", 256},
+	},
+	"cobs": {
+		"cobs.bin": {"cobs", 16},
+	},
+	"regex": {
+		"nmea.bin": {`regex:\$GP[A-Z]{3},[^\r\n]*\r\n`, 64},
+	},
+}
+
+// cloneChunks copies each chunk: escaping framers decode complete frames
+// in place in the slices fed to the Cutter, so a stream fed several times
+// must be fed from fresh copies.
+func cloneChunks(chunks [][]byte) [][]byte {
+	out := make([][]byte, len(chunks))
+	for i, c := range chunks {
+		out[i] = bytes.Clone(c)
+	}
+	return out
+}
+
+// TestGoldenFramers feeds every recorded stream whole, split in two at
+// every byte boundary, and one byte at a time, like TestGoldenLines: the
+// frames, drops and remainder must not depend on the read boundaries.
+func TestGoldenFramers(t *testing.T) {
+	for dir, cases := range framerGoldenCases {
+		root := filepath.Join("../testdata/framing", dir)
+		inputs, err := filepath.Glob(filepath.Join(root, "*.bin"))
+		if err != nil || len(inputs) == 0 {
+			t.Fatalf("no inputs in %s: %v", root, err)
+		}
+		for name := range cases {
+			if !slices.Contains(inputs, filepath.Join(root, name)) {
+				t.Errorf("%s/%s is listed but missing", dir, name)
+			}
+		}
+		for _, path := range inputs {
+			name := filepath.Base(path)
+			t.Run(dir+"/"+name, func(t *testing.T) {
+				tc, ok := cases[name]
+				if !ok {
+					t.Fatalf("%s is not listed in framerGoldenCases[%q]", name, dir)
+				}
+				f, err := ParseFraming(tc.spec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				in, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := transcript(f, tc.max, cloneChunks([][]byte{in}))
+				goldenPath := strings.TrimSuffix(path, ".bin") + ".golden"
+				if *update {
+					if err := os.WriteFile(goldenPath, []byte(got), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				wantB, err := os.ReadFile(goldenPath)
+				if err != nil {
+					t.Fatalf("%v (run with -update to create it)", err)
+				}
+				want := string(wantB)
+				if got != want {
+					t.Fatalf("whole input:\ngot:\n%s\nwant:\n%s", got, want)
+				}
+				for i := range len(in) + 1 {
+					if got := transcript(f, tc.max, cloneChunks([][]byte{in[:i], in[i:]})); got != want {
+						t.Fatalf("split at %d:\ngot:\n%s\nwant:\n%s", i, got, want)
+					}
+				}
+				bytewise := make([][]byte, len(in))
+				for i := range in {
+					bytewise[i] = in[i : i+1]
+				}
+				if got := transcript(f, tc.max, cloneChunks(bytewise)); got != want {
+					t.Fatalf("one byte at a time:\ngot:\n%s\nwant:\n%s", got, want)
+				}
+			})
+		}
+	}
+}
