@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"github.com/serialcbd/serialcbd/serialcb"
+)
+
+// monitorOpts are the flags of `serialcbd monitor`.
+type monitorOpts struct {
+	port, file, framing, validate string
+	baud, maxFrame                int
+	hexDump                       bool
+}
+
+// newMonitorCmd returns `serialcbd monitor`: it shows frames as they are
+// cut, from a port or from a recorded file, to find a device's framing.
+func newMonitorCmd(g *globals) *cobra.Command {
+	var o monitorOpts
+	cmd := &cobra.Command{
+		Use:   "monitor (--port PATH | --file CAPTURE) [--framing SPEC] [--validate SPEC]",
+		Short: "Show frames live as they are cut, with their checksum verdict",
+		Long: `monitor reads a serial port (or a recorded capture with --file), cuts the
+stream with --framing and prints one line per frame: time, sequence number,
+length, the payload as quoted text (or hex when it is binary, or a hex dump
+with --hex) and, with --validate, the checksum verdict. Nothing is delivered
+to any sink. Use it to find the right framing for an unknown device.
+
+Framing specs: lines, lines:<delim>, fixed:N, len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive],
+stx-etx[:esc=0xNN], slip, cobs, regex:EXPR.
+Validators: nmea, crc16-modbus, crc16-ccitt, crc32, sum8.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runMonitor(cmd.Context(), g, o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.port, "port", "", "serial device to read, e.g. /dev/ttyUSB0")
+	f.StringVar(&o.file, "file", "", "recorded capture to read instead of a port")
+	f.IntVar(&o.baud, "baud", 9600, "line speed for --port")
+	f.StringVar(&o.framing, "framing", "lines", "framing spec (see above)")
+	f.StringVar(&o.validate, "validate", "", "checksum to verify on each frame (see above)")
+	f.IntVar(&o.maxFrame, "max-frame", serialcb.DefaultMaxFrame, "largest frame in bytes; longer ones are dropped and shown")
+	f.BoolVar(&o.hexDump, "hex", false, "always show payloads as a hex dump")
+	return cmd
+}
+
+// monitor prints frames and keeps the counts for the summary.
+type monitor struct {
+	w                      io.Writer
+	v                      serialcb.Validator
+	hexDump                bool
+	frames, invalid, overs int
+}
+
+func runMonitor(ctx context.Context, g *globals, o monitorOpts) error {
+	if (o.port == "") == (o.file == "") {
+		return usagef("monitor: give exactly one of --port and --file")
+	}
+	framer, err := serialcb.ParseFraming(o.framing)
+	if err != nil {
+		return usagef("--framing: %v", err)
+	}
+	m := &monitor{w: g.stdout, hexDump: o.hexDump}
+	if m.w == nil {
+		m.w = os.Stdout
+	}
+	if o.validate != "" {
+		if m.v, err = serialcb.ParseValidator(o.validate); err != nil {
+			return usagef("--validate: %v", err)
+		}
+	}
+	if o.file != "" {
+		return m.file(o.file, framer, o.maxFrame)
+	}
+
+	log, err := g.newLogger("", "")
+	if err != nil {
+		return err
+	}
+	r, err := serialcb.NewReader(serialcb.PortConfig{
+		Path: o.port, Baud: o.baud, Framer: framer, MaxFrame: o.maxFrame,
+	}, log)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = r.RunOpen(ctx, func(fr serialcb.Frame) { m.frame(fr.ReceivedAt, fr.Seq, fr.Payload) })
+	var oe *serialcb.OpenError
+	if errors.As(err, &oe) {
+		return usagef("%v", err)
+	}
+	if err != nil {
+		return err
+	}
+	st := r.Stats()
+	fmt.Fprintf(m.w, "# %d frames, %d invalid, %d oversize (%d bytes), %d bytes read\n",
+		m.frames, m.invalid, st.Oversize, st.OversizeBytes, st.Bytes)
+	return nil
+}
+
+// file cuts a capture with a Cutter, as the read loop would, in reads of
+// 4 KiB: the output does not depend on the read size.
+func (m *monitor) file(path string, framer serialcb.Framer, maxFrame int) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return usagef("--file: %v", err)
+	}
+	defer f.Close()
+	c := serialcb.NewCutter(framer, maxFrame)
+	buf := make([]byte, 4096)
+	var seq uint64
+	total := 0
+	var now time.Time
+	emit := func(p []byte) {
+		seq++
+		m.frame(now, seq, p)
+	}
+	oversize := func(n int) {
+		m.overs++
+		fmt.Fprintf(m.w, "%s oversize dropped=%d\n", stamp(now), n)
+	}
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			now = time.Now().UTC()
+			total += n
+			c.Feed(buf[:n], emit, oversize)
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+	}
+	if p := c.Pending(); len(p) > 0 {
+		fmt.Fprintf(m.w, "# partial frame at end of file: %d bytes %s\n", len(p), render(p, false))
+	}
+	if n := c.Dropping(); n > 0 {
+		fmt.Fprintf(m.w, "# oversize frame at end of file: %d bytes dropped\n", n)
+	}
+	fmt.Fprintf(m.w, "# %d frames, %d invalid, %d oversize, %d bytes read\n", m.frames, m.invalid, m.overs, total)
+	return nil
+}
+
+// frame prints one frame: time, seq, length, verdict, payload.
+func (m *monitor) frame(t time.Time, seq uint64, p []byte) {
+	m.frames++
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s #%d len=%d", stamp(t), seq, len(p))
+	if m.v != nil {
+		if err := m.v.Valid(p); err != nil {
+			m.invalid++
+			fmt.Fprintf(&b, " BAD(%v)", err)
+		} else {
+			b.WriteString(" ok")
+		}
+	}
+	b.WriteByte(' ')
+	b.WriteString(render(p, m.hexDump))
+	b.WriteByte('\n')
+	io.WriteString(m.w, b.String())
+}
+
+func stamp(t time.Time) string { return t.Format("15:04:05.000000") }
+
+// render shows p as Go-quoted text when it is mostly printable UTF-8,
+// otherwise as spaced hex; dump forces a multi-line hex dump.
+func render(p []byte, dump bool) string {
+	if dump {
+		return "\n" + strings.TrimSuffix(hex.Dump(p), "\n")
+	}
+	if utf8.Valid(p) && printableShare(p) >= 0.75 {
+		return strconv.Quote(string(p))
+	}
+	var b strings.Builder
+	for i, c := range p {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(hex.EncodeToString([]byte{c}))
+	}
+	return b.String()
+}
+
+func printableShare(p []byte) float64 {
+	if len(p) == 0 {
+		return 1
+	}
+	n := 0
+	for _, c := range p {
+		if c >= 0x20 && c < 0x7f || c == '\r' || c == '\n' || c == '\t' || c >= 0x80 {
+			n++
+		}
+	}
+	return float64(n) / float64(len(p))
+}
