@@ -63,6 +63,8 @@ type Port struct {
 	StopBits float64 `yaml:"stop_bits"`
 	Framing  string  `yaml:"framing"`
 	MaxFrame int     `yaml:"max_frame"`
+	// SilenceTimeout reopens the port after this long without a byte; 0 is off.
+	SilenceTimeout time.Duration `yaml:"silence_timeout"`
 }
 
 // Sink is one destination. URL takes the same spec as --sink; the block

@@ -109,6 +109,8 @@ func portConfig(cfg *configs.Config, i int) (serialcb.PortConfig, error) {
 		StopBits: p.StopBits,
 		Framer:   framer,
 		MaxFrame: p.MaxFrame,
+
+		SilenceTimeout: p.SilenceTimeout,
 	}
 	if pc.Baud == 0 {
 		pc.Baud = 9600
@@ -171,6 +173,8 @@ func (d *daemon) run(ctx context.Context) (err error) {
 		}
 	}
 	d.log.Info("serialcbd running", zap.Int("ports", len(d.readers)))
+	stopWatchdog := d.notifyReady() // systemd: READY=1, then watchdog pings
+	defer stopWatchdog()
 	if d.ready != nil {
 		d.ready()
 	}
@@ -180,6 +184,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	case runErr = <-errs: // a read loop ended on its own: a failure
 		runErr = fmt.Errorf("read loop: %w", runErr)
 	}
+	d.notifyStopping()
 	d.log.Info("stopping: no more reads; draining in-flight frames", zap.Duration("deadline", d.drainTimeout))
 	stopReading()
 	wg.Wait()

@@ -105,7 +105,8 @@ func (s *syncBuffer) String() string {
 
 func startDaemon(t *testing.T, args ...string) *daemonProc {
 	t.Helper()
-	cmd := exec.Command(binary(t), append([]string{"run", "--log-format", "json"}, args...)...)
+	// No metrics server: tests must not depend on the default port being free.
+	cmd := exec.Command(binary(t), append([]string{"run", "--log-format", "json", "--metrics-addr", ""}, args...)...)
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

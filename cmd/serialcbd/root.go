@@ -42,6 +42,9 @@ Try it with no hardware:  serialcbd demo`,
 		newValidateCmd(g),
 		newPortsCmd(g),
 		newDemoCmd(g),
+		newMonitorCmd(g),
+		newSendCmd(g),
+		newHealthCmd(g),
 		newVersionCmd(g),
 	)
 	// Unknown subcommands and missing arguments are usage errors (exit 2).

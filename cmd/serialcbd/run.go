@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -26,6 +27,7 @@ type quickFlags struct {
 	maxFrame     int
 	sinks        []string
 	drainTimeout time.Duration
+	metricsAddr  string
 }
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -55,13 +57,22 @@ Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdo
 				return err
 			}
 			defer func() { _ = log.Sync() }()
-			d, err := build(cfg, newRegistry(), log)
+			ln, err := listenMetrics(q.metricsAddr)
 			if err != nil {
 				return err
 			}
+			d, err := build(cfg, newRegistry(), log)
+			if err != nil {
+				if ln != nil {
+					_ = ln.Close()
+				}
+				return err
+			}
+			ms := serveMetrics(ln, d, log)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return d.run(ctx)
+			err = d.run(ctx)
+			return errors.Join(err, ms.Close())
 		},
 	}
 	f := cmd.Flags()
@@ -72,6 +83,7 @@ Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdo
 	f.IntVar(&q.maxFrame, "max-frame", 65536, "longest frame in bytes; longer ones are counted, logged and skipped")
 	f.StringArrayVarP(&q.sinks, "sink", "s", nil, "sink spec (repeatable): sqlite:PATH, http(s)://…, file:PATH, stdout (default "+defaultSink+")")
 	f.DurationVar(&q.drainTimeout, "drain-timeout", defaultDrainTimeout, "how long a stop waits for in-flight frames")
+	f.StringVar(&q.metricsAddr, "metrics-addr", defaultMetricsAddr, `HOST:PORT serving /metrics, /healthz and /readyz ("" disables; ":9464" for every interface)`)
 	return cmd
 }
 

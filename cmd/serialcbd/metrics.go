@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// defaultMetricsAddr is where `run` serves /metrics, /healthz and /readyz
+// unless --metrics-addr says otherwise; `health` asks there by default.
+const defaultMetricsAddr = "127.0.0.1:9464"
+
+// Timeouts of the metrics server: a scrape reads counters only, so every
+// request is short; /readyz waits at most readyLoopWait for the event loop.
+const (
+	metricsShutdownTimeout = 5 * time.Second
+	readyLoopWait          = time.Second
+)
+
+// listenMetrics binds the metrics address before anything else starts, so
+// that a typo is a usage error (exit 2) and a busy port a runtime error
+// (exit 1), both before a serial port is opened. An empty addr disables the
+// server: it returns a nil listener and no error.
+func listenMetrics(addr string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	if err := checkHostPort(addr); err != nil {
+		return nil, usagef("--metrics-addr %q: %v", addr, err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics server: %w", err)
+	}
+	return ln, nil
+}
+
+// checkHostPort accepts HOST:PORT with a numeric port, HOST possibly empty
+// (every interface) or a bracketed IPv6 address.
+func checkHostPort(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("expected HOST:PORT, e.g. 127.0.0.1:9464 or :9464")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+// metricsServer serves /metrics, /healthz and /readyz for one daemon. It
+// owns the goroutine running Serve; Close stops it and waits for it.
+type metricsServer struct {
+	srv  *http.Server
+	addr net.Addr
+	done chan error // Serve's result, buffered: the goroutine never waits on it
+}
+
+// serveMetrics starts serving on ln (from listenMetrics). A nil ln gives a
+// nil server, whose Close does nothing.
+func serveMetrics(ln net.Listener, d *daemon, log *zap.Logger) *metricsServer {
+	if ln == nil {
+		return nil
+	}
+	reg := newMetricsRegistry(d)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:            zap.NewStdLog(log),
+		Registry:            reg, // promhttp_metric_handler_errors_total
+		MaxRequestsInFlight: 4,
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), readyLoopWait)
+		defer cancel()
+		rd := d.readiness(ctx)
+		w.Header().Set("Content-Type", "application/json")
+		if !rd.Ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(rd)
+	})
+	m := &metricsServer{
+		srv: &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog:          zap.NewStdLog(log),
+		},
+		addr: ln.Addr(),
+		done: make(chan error, 1),
+	}
+	go func() { m.done <- m.srv.Serve(ln) }()
+	log.Info("metrics server listening", zap.String("url", "http://"+ln.Addr().String()+"/metrics"))
+	return m
+}
+
+// Close shuts the server down: no new connections, requests in progress
+// get until the timeout, then the rest are closed. It waits for Serve to
+// return. Nil-safe.
+func (m *metricsServer) Close() error {
+	if m == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
+	defer cancel()
+	err := m.srv.Shutdown(ctx)
+	if err != nil {
+		err = errors.Join(err, m.srv.Close())
+	}
+	if serr := <-m.done; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	if err != nil {
+		return fmt.Errorf("metrics server: %w", err)
+	}
+	return nil
+}
+
+// readiness is the body of /readyz.
+type readiness struct {
+	Ready bool                     `json:"ready"`
+	Loop  loopReadiness            `json:"loop"`
+	Ports map[string]portReadiness `json:"ports"`
+	// Sinks are reported, not judged: a failing sink does not make the
+	// daemon unready, since its frames are retried and the others flow.
+	Sinks map[string]sinkReadiness `json:"sinks"`
+}
+
+type loopReadiness struct {
+	Running bool `json:"running"`
+	Queued  int  `json:"queued"`
+}
+
+type portReadiness struct {
+	Up bool `json:"up"`
+}
+
+type sinkReadiness struct {
+	Pending   int64  `json:"pending"`
+	Inflight  int64  `json:"inflight"`
+	Delivered uint64 `json:"delivered"`
+	Failed    uint64 `json:"failed"`
+}
+
+// readiness is ready when every port is open and the event loop runs a
+// function handed to it before ctx ends (a stuck or stopped loop is not).
+func (d *daemon) readiness(ctx context.Context) readiness {
+	rd := readiness{
+		Ready: true,
+		Ports: make(map[string]portReadiness, len(d.readers)),
+		Sinks: map[string]sinkReadiness{},
+	}
+	for i, r := range d.readers {
+		up := r.Stats().Up
+		rd.Ports[d.ports[i].Name] = portReadiness{Up: up}
+		rd.Ready = rd.Ready && up
+	}
+	for _, s := range d.disp.Stats().Sinks {
+		rd.Sinks[s.Name] = sinkReadiness{Pending: s.Pending, Inflight: s.Inflight, Delivered: s.Delivered, Failed: s.Failed}
+	}
+	rd.Loop = loopReadiness{Running: d.loopAnswers(ctx), Queued: d.loop.Stats().Queued}
+	rd.Ready = rd.Ready && rd.Loop.Running
+	return rd
+}
+
+// loopAnswers reports whether the event loop runs a function handed to it
+// before ctx ends. Before Start and after Shutdown CallSoon fails at once.
+func (d *daemon) loopAnswers(ctx context.Context) bool {
+	pong := make(chan struct{})
+	if err := d.loop.CallSoon(func() { close(pong) }); err != nil {
+		return false
+	}
+	select {
+	case <-pong:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// newMetricsRegistry returns a registry (never the global one) with the
+// daemon's collector and the Go runtime and process collectors.
+func newMetricsRegistry(d *daemon) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		newStatsCollector(d),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return reg
+}
+
+// statsCollector reads the daemon's Stats() at scrape time: nothing is
+// counted twice and the hot path does no metrics work at all.
+type statsCollector struct {
+	d *daemon
+
+	portBytes, portFrames, portOversize, portOversizeBytes, portUp, portReconnects *prometheus.Desc
+	sinkDelivered, sinkFailed, sinkRetried, sinkPending, sinkInflight              *prometheus.Desc
+	submitted, delivered, failed, throttled                                        *prometheus.Desc
+	loopQueued, loopRunning, loopUnobserved, loopRejected                          *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*statsCollector)(nil)
+
+func newStatsCollector(d *daemon) *statsCollector {
+	port := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("serialcbd_port_"+name, help, []string{"port"}, nil)
+	}
+	sink := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("serialcbd_sink_"+name, help, []string{"sink"}, nil)
+	}
+	plain := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("serialcbd_"+name, help, nil, nil)
+	}
+	return &statsCollector{
+		d:                 d,
+		portBytes:         port("bytes_total", "Bytes read from the serial port."),
+		portFrames:        port("frames_total", "Frames cut from the port's stream and handed to the dispatcher."),
+		portOversize:      port("oversize_frames_total", "Frames longer than max_frame, dropped."),
+		portOversizeBytes: port("oversize_bytes_total", "Bytes of the oversize frames dropped."),
+		portUp:            port("up", "1 while the port is open, 0 while it is missing or being reopened."),
+		portReconnects:    port("reconnects_total", "Successful reopens of the port after the first open."),
+		sinkDelivered:     sink("delivered_total", "Frames the sink acknowledged."),
+		sinkFailed:        sink("failed_total", "Frames given up for this sink (permanent error, retry limit, backlog full, shutdown)."),
+		sinkRetried:       sink("retried_total", "Frames written again after a retryable error (once per retry)."),
+		sinkPending:       sink("pending_frames", "Frames waiting in the sink's queue, not yet in a write."),
+		sinkInflight:      sink("inflight_writes", "Batches being written or waiting to be retried."),
+		submitted:         plain("frames_submitted_total", "Frames handed to the dispatcher by all ports."),
+		delivered:         plain("frames_delivered_total", "Frames delivered to every sink they were routed to."),
+		failed:            plain("frames_failed_total", "Frames that failed for at least one sink."),
+		throttled:         plain("throttled_total", "Times a read loop waited for room in a healthy sink's queue (back-pressure)."),
+		loopQueued:        plain("loop_queued", "Tasks waiting in the event loop's queue."),
+		loopRunning:       plain("loop_running_handlers", "Handlers (sink writes) running now."),
+		loopUnobserved:    plain("loop_unobserved_failures_total", "Failed futures whose error nobody read (a bug; see the logs)."),
+		loopRejected:      plain("loop_rejected_total", "Tasks refused by the event loop (queue full, not running, closed)."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.portBytes, c.portFrames, c.portOversize, c.portOversizeBytes, c.portUp, c.portReconnects,
+		c.sinkDelivered, c.sinkFailed, c.sinkRetried, c.sinkPending, c.sinkInflight,
+		c.submitted, c.delivered, c.failed, c.throttled,
+		c.loopQueued, c.loopRunning, c.loopUnobserved, c.loopRejected,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for i, r := range c.d.readers {
+		name := c.d.ports[i].Name
+		st := r.Stats()
+		counter(c.portBytes, st.Bytes, name)
+		counter(c.portFrames, st.Frames, name)
+		counter(c.portOversize, st.Oversize, name)
+		counter(c.portOversizeBytes, st.OversizeBytes, name)
+		counter(c.portReconnects, st.Reconnects, name)
+		up := 0.0
+		if st.Up {
+			up = 1
+		}
+		gauge(c.portUp, up, name)
+	}
+	ds := c.d.disp.Stats()
+	for _, s := range ds.Sinks {
+		counter(c.sinkDelivered, s.Delivered, s.Name)
+		counter(c.sinkFailed, s.Failed, s.Name)
+		counter(c.sinkRetried, s.Retried, s.Name)
+		gauge(c.sinkPending, float64(s.Pending), s.Name)
+		gauge(c.sinkInflight, float64(s.Inflight), s.Name)
+	}
+	counter(c.submitted, ds.Submitted)
+	counter(c.delivered, ds.Delivered)
+	counter(c.failed, ds.Failed)
+	counter(c.throttled, ds.Throttled)
+	ls := c.d.loop.Stats()
+	gauge(c.loopQueued, float64(ls.Queued))
+	gauge(c.loopRunning, float64(ls.Running))
+	counter(c.loopUnobserved, ls.Unobserved)
+	counter(c.loopRejected, ls.Rejected)
+}
