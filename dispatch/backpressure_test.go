@@ -60,6 +60,9 @@ func TestFailingSinkIsNotWaitedFor(t *testing.T) {
 			t.Errorf("Submit waited %v for a failing sink", waited)
 		}
 		synctest.Wait()
+		if st := fx.d.Stats(); !st.Sinks[0].Down || st.Sinks[1].Down {
+			t.Errorf("down flags %v/%v, want the failing sink down and the other up", st.Sinks[0].Down, st.Sinks[1].Down)
+		}
 		if n, _ := up.count(); n != 500 {
 			t.Errorf("the healthy sink got %d of 500 while the other was down", n)
 		}

@@ -153,6 +153,9 @@ type SinkStats struct {
 	Name                       string
 	Delivered, Failed, Retried uint64
 	Pending, Inflight          int64
+	// Down is true while the sink fails (retrying with backoff) or hangs
+	// (a write has not completed for a second).
+	Down bool
 }
 
 // Dispatcher routes frames to sinks. Submit is safe from any goroutine;
@@ -549,6 +552,7 @@ func (d *Dispatcher) Stats() Stats {
 			Retried:   l.nRetried.Load(),
 			Pending:   l.queued.Load(),
 			Inflight:  l.inflightN.Load(),
+			Down:      !l.healthy(),
 		})
 	}
 	return s

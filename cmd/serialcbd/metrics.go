@@ -134,8 +134,9 @@ type readiness struct {
 	Ready bool                     `json:"ready"`
 	Loop  loopReadiness            `json:"loop"`
 	Ports map[string]portReadiness `json:"ports"`
-	// Sinks are reported, not judged: a failing sink does not make the
-	// daemon unready, since its frames are retried and the others flow.
+	// A sink that is down (failing or hanging) makes the daemon unready:
+	// until the on-disk spool holds its frames, they wait in memory and a
+	// long outage loses them.
 	Sinks map[string]sinkReadiness `json:"sinks"`
 }
 
@@ -149,6 +150,7 @@ type portReadiness struct {
 }
 
 type sinkReadiness struct {
+	Up        bool   `json:"up"`
 	Pending   int64  `json:"pending"`
 	Inflight  int64  `json:"inflight"`
 	Delivered uint64 `json:"delivered"`
@@ -169,7 +171,8 @@ func (d *daemon) readiness(ctx context.Context) readiness {
 		rd.Ready = rd.Ready && up
 	}
 	for _, s := range d.disp.Stats().Sinks {
-		rd.Sinks[s.Name] = sinkReadiness{Pending: s.Pending, Inflight: s.Inflight, Delivered: s.Delivered, Failed: s.Failed}
+		rd.Sinks[s.Name] = sinkReadiness{Up: !s.Down, Pending: s.Pending, Inflight: s.Inflight, Delivered: s.Delivered, Failed: s.Failed}
+		rd.Ready = rd.Ready && !s.Down
 	}
 	rd.Loop = loopReadiness{Running: d.loopAnswers(ctx), Queued: d.loop.Stats().Queued}
 	rd.Ready = rd.Ready && rd.Loop.Running
@@ -209,7 +212,7 @@ type statsCollector struct {
 	d *daemon
 
 	portBytes, portFrames, portOversize, portOversizeBytes, portUp, portReconnects *prometheus.Desc
-	sinkDelivered, sinkFailed, sinkRetried, sinkPending, sinkInflight              *prometheus.Desc
+	sinkDelivered, sinkFailed, sinkRetried, sinkPending, sinkInflight, sinkUp      *prometheus.Desc
 	submitted, delivered, failed, throttled                                        *prometheus.Desc
 	loopQueued, loopRunning, loopUnobserved, loopRejected                          *prometheus.Desc
 }
@@ -239,6 +242,7 @@ func newStatsCollector(d *daemon) *statsCollector {
 		sinkRetried:       sink("retried_total", "Frames written again after a retryable error (once per retry)."),
 		sinkPending:       sink("pending_frames", "Frames waiting in the sink's queue, not yet in a write."),
 		sinkInflight:      sink("inflight_writes", "Batches being written or waiting to be retried."),
+		sinkUp:            sink("up", "1 while the sink takes writes, 0 while it fails (retrying) or hangs."),
 		submitted:         plain("frames_submitted_total", "Frames handed to the dispatcher by all ports."),
 		delivered:         plain("frames_delivered_total", "Frames delivered to every sink they were routed to."),
 		failed:            plain("frames_failed_total", "Frames that failed for at least one sink."),
@@ -254,7 +258,7 @@ func newStatsCollector(d *daemon) *statsCollector {
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.portBytes, c.portFrames, c.portOversize, c.portOversizeBytes, c.portUp, c.portReconnects,
-		c.sinkDelivered, c.sinkFailed, c.sinkRetried, c.sinkPending, c.sinkInflight,
+		c.sinkDelivered, c.sinkFailed, c.sinkRetried, c.sinkPending, c.sinkInflight, c.sinkUp,
 		c.submitted, c.delivered, c.failed, c.throttled,
 		c.loopQueued, c.loopRunning, c.loopUnobserved, c.loopRejected,
 	} {
@@ -291,6 +295,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.sinkRetried, s.Retried, s.Name)
 		gauge(c.sinkPending, float64(s.Pending), s.Name)
 		gauge(c.sinkInflight, float64(s.Inflight), s.Name)
+		gauge(c.sinkUp, map[bool]float64{true: 0, false: 1}[s.Down], s.Name)
 	}
 	counter(c.submitted, ds.Submitted)
 	counter(c.delivered, ds.Delivered)
