@@ -30,10 +30,13 @@ type Config struct {
 	Log          Log           `yaml:"log"`
 	MetricsAddr  *string       `yaml:"metrics_addr"`
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
-	Loop         Loop          `yaml:"loop"`
-	Ports        []Port        `yaml:"ports"`
-	Sinks        []Sink        `yaml:"sinks"`
-	Routes       []Route       `yaml:"routes"`
+	// RequirePorts makes a port missing at start fatal (exit 2); by default
+	// the daemon starts and opens the port when it appears.
+	RequirePorts bool    `yaml:"require_ports"`
+	Loop         Loop    `yaml:"loop"`
+	Ports        []Port  `yaml:"ports"`
+	Sinks        []Sink  `yaml:"sinks"`
+	Routes       []Route `yaml:"routes"`
 
 	file  string
 	lines map[string]int
@@ -65,7 +68,29 @@ type Port struct {
 	MaxFrame int     `yaml:"max_frame"`
 	// SilenceTimeout reopens the port after this long without a byte; 0 is off.
 	SilenceTimeout time.Duration `yaml:"silence_timeout"`
+	// Validate checks every frame (a serialcb.ParseValidator spec such as
+	// nmea or crc16-modbus); "" checks nothing.
+	Validate string `yaml:"validate"`
+	// OnInvalid is what happens to a frame that fails Validate: "drop" (the
+	// default) or "sink:NAME", which sends it to that sink only, under the
+	// port name InvalidPort returns. Without routes, such a sink gets no
+	// valid frames.
+	OnInvalid string `yaml:"on_invalid"`
 }
+
+// InvalidSink returns the sink named by on_invalid: sink:NAME, or "" when
+// invalid frames are dropped.
+func (p Port) InvalidSink() string {
+	name, _ := strings.CutPrefix(p.OnInvalid, "sink:")
+	if name == p.OnInvalid {
+		return ""
+	}
+	return name
+}
+
+// InvalidPort is the port name invalid frames are routed under when
+// on_invalid is sink:NAME: the port's name plus ".invalid".
+func (p Port) InvalidPort() string { return p.Name + ".invalid" }
 
 // Sink is one destination. URL takes the same spec as --sink; the block
 // named after the URL's scheme (http, sqlite, file) holds the sink's own
@@ -266,6 +291,9 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	if err := c.checkInvalid(ports); err != nil {
+		return err
+	}
 	for i, r := range c.Routes {
 		key := fmt.Sprintf("routes[%d]", i)
 		for j, p := range r.Ports {
@@ -281,6 +309,45 @@ func (c *Config) Validate() error {
 				return c.Errorf(fmt.Sprintf("%s.sinks[%d]", key, j), "no sink named %q (sinks: %s)", s, strings.Join(names(c.Sinks, func(s Sink) string { return s.Name }), ", "))
 			}
 		}
+	}
+	return nil
+}
+
+// checkInvalid checks on_invalid: drop or sink:NAME of an existing sink,
+// only with validate, and a ".invalid" port name that is not taken. The
+// validate spec itself is checked by serialcbd, which owns the validators.
+func (c *Config) checkInvalid(ports map[string]bool) error {
+	rejects := map[string]bool{}
+	for i, p := range c.Ports {
+		key := fmt.Sprintf("ports[%d].on_invalid", i)
+		if p.OnInvalid == "" {
+			continue
+		}
+		if p.Validate == "" {
+			return c.Errorf(key, "needs validate: set a checksum spec such as validate: nmea")
+		}
+		if p.OnInvalid == "drop" {
+			continue
+		}
+		name := p.InvalidSink()
+		if name == "" {
+			return c.Errorf(key, "%q: expected drop or sink:NAME", p.OnInvalid)
+		}
+		found := false
+		for _, s := range c.Sinks {
+			found = found || s.Name == name
+		}
+		if !found {
+			return c.Errorf(key, "no sink named %q (sinks: %s)", name, strings.Join(names(c.Sinks, func(s Sink) string { return s.Name }), ", "))
+		}
+		if ports[p.InvalidPort()] {
+			return c.Errorf(key, "invalid frames are routed as port %q, which is the name of another port: rename that port", p.InvalidPort())
+		}
+		rejects[name] = true
+	}
+	// Without routes, valid frames go to every sink but the on_invalid ones.
+	if len(c.Routes) == 0 && len(rejects) > 0 && len(rejects) == len(c.Sinks) {
+		return c.Errorf("sinks", "every sink is an on_invalid target, so valid frames would go nowhere: add a sink or a route")
 	}
 	return nil
 }

@@ -55,6 +55,12 @@ func TestParseErrors(t *testing.T) {
 		env        map[string]string
 		want       []string // substrings of the error
 	}{
+		{"on_invalid without validate", strings.Replace(base, "    path:", "    on_invalid: drop\n    path:", 1), nil, []string{"t.yaml:4:", "ports[0].on_invalid", "needs validate"}},
+		{"on_invalid bad value", strings.Replace(base, "    path:", "    validate: nmea\n    on_invalid: keep\n    path:", 1), nil, []string{"t.yaml:5:", "ports[0].on_invalid", "expected drop or sink:NAME"}},
+		{"on_invalid unknown sink", strings.Replace(base, "    path:", "    validate: nmea\n    on_invalid: sink:bad\n    path:", 1), nil, []string{"t.yaml:5:", `no sink named "bad" (sinks: db)`}},
+		{"on_invalid port name taken", strings.Replace(base, "    path:", "    validate: nmea\n    on_invalid: sink:db\n    path: /dev/a\n  - name: gps.invalid\n    path:", 1), nil, []string{"t.yaml:5:", `"gps.invalid"`, "another port"}},
+		{"on_invalid sink is the only sink", strings.Replace(base, "    path:", "    validate: nmea\n    on_invalid: sink:db\n    path:", 1), nil, []string{"t.yaml:7:", "valid frames would go nowhere"}},
+		{"require_ports not a bool", base + "require_ports: maybe\n", nil, []string{"t.yaml:8:"}},
 		{"unknown top key", base + "metrics_adr: x\n", nil, []string{"t.yaml:8:", `unknown key "metrics_adr"`, `did you mean "metrics_addr"`}},
 		{"unknown nested key", strings.Replace(base, "path:", "pth: x\n    path:", 1), nil, []string{"t.yaml:4:", "ports[0].pth", `did you mean "path"`}},
 		{"duration without unit", base + "drain_timeout: 10\n", nil, []string{"t.yaml:8:", "has no unit"}},

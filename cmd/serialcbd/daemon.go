@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -17,6 +18,10 @@ import (
 
 const defaultDrainTimeout = 10 * time.Second
 
+// invalidLogEvery rate-limits the invalid-frame warning per port: the
+// first one is logged, then at most one line per interval with the count.
+const invalidLogEvery = 10 * time.Second
+
 // daemon is the whole pipeline built from a configuration: read loops →
 // event loop → dispatcher → sinks.
 type daemon struct {
@@ -25,14 +30,71 @@ type daemon struct {
 	disp         *dispatch.Dispatcher
 	readers      []*serialcb.Reader
 	ports        []configs.Port
+	checks       []*portCheck // per port, as readers
+	requirePorts bool
 	drainTimeout time.Duration
-	ready        func() // called once every port is open (the demo starts playing then)
+	// ready is called once every port present at start is open (the demo
+	// starts playing then); ports absent at start are not waited for.
+	ready func()
 }
+
+// portCheck validates one port's frames. Only invalid is shared; the rest
+// is owned by the port's read loop goroutine (the onFrame callback).
+type portCheck struct {
+	v           serialcb.Validator // nil: frames are not checked
+	invalidPort string             // "" drops invalid frames; else they are submitted under this port name
+	action      string             // for the log: drop or sink:NAME
+	invalid     atomic.Uint64
+
+	lastLog time.Time // of the last warning
+	pending uint64    // invalid frames not yet reported
+}
+
+// accept reports whether f goes on, with the port name to submit it under.
+// An invalid frame is counted and logged at a limited rate. It does not
+// allocate for a valid frame.
+func (c *portCheck) accept(log *zap.Logger, f *serialcb.Frame) bool {
+	if c.v == nil {
+		return true
+	}
+	err := c.v.Valid(f.Payload)
+	if err == nil {
+		return true
+	}
+	total := c.invalid.Add(1)
+	c.pending++
+	if c.lastLog.IsZero() || f.ReceivedAt.Sub(c.lastLog) >= invalidLogEvery {
+		log.Warn("invalid frames", zap.Uint64("frames", c.pending), zap.Uint64("total", total),
+			zap.String("on_invalid", c.action), zap.Uint64("last_seq", f.Seq), zap.Error(err),
+			zap.Duration("log_every", invalidLogEvery))
+		c.lastLog, c.pending = f.ReceivedAt, 0
+	}
+	if c.invalidPort == "" {
+		return false
+	}
+	f.Port = c.invalidPort
+	return true
+}
+
+// onFrame returns port i's frame callback, run by its read loop: validate,
+// then hand the frame to the dispatcher.
+func (d *daemon) onFrame(i int) func(serialcb.Frame) {
+	c := d.checks[i]
+	log := d.log.With(zap.String("port", d.ports[i].Name))
+	return func(f serialcb.Frame) {
+		if c.accept(log, &f) {
+			d.disp.Submit(f)
+		}
+	}
+}
+
+// invalidFrames returns how many frames of port i failed validation.
+func (d *daemon) invalidFrames(i int) uint64 { return d.checks[i].invalid.Load() }
 
 // build turns a checked configuration into a daemon without any I/O, so
 // that `validate` can run it too. Its errors are configuration errors.
 func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error) {
-	d := &daemon{log: log, ports: cfg.Ports, drainTimeout: cfg.DrainTimeout}
+	d := &daemon{log: log, ports: cfg.Ports, drainTimeout: cfg.DrainTimeout, requirePorts: cfg.RequirePorts}
 	if d.drainTimeout == 0 {
 		d.drainTimeout = defaultDrainTimeout
 	}
@@ -46,6 +108,11 @@ func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error)
 			return nil, portErr(cfg, i, "", err)
 		}
 		d.readers = append(d.readers, r)
+		c, err := newPortCheck(cfg, i)
+		if err != nil {
+			return nil, err
+		}
+		d.checks = append(d.checks, c)
 	}
 	var targets []dispatch.Target
 	inflight := 0
@@ -74,17 +141,76 @@ func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error)
 		lo.OnFull = asyncloop.FailFast
 	}
 	d.loop = asyncloop.New(lo)
-	var routes []dispatch.Route
-	for _, r := range cfg.Routes {
-		routes = append(routes, dispatch.Route{Ports: r.Ports, Sinks: r.Sinks})
-	}
-	disp, err := dispatch.New(d.loop, dispatch.Config{Targets: targets, Routes: routes}, log)
+	disp, err := dispatch.New(d.loop, dispatch.Config{Targets: targets, Routes: routes(cfg)}, log)
 	if err != nil {
 		closeTargets(targets)
 		return nil, usagef("%v", err)
 	}
 	d.disp = disp
 	return d, nil
+}
+
+// newPortCheck builds port i's validation from validate and on_invalid.
+func newPortCheck(cfg *configs.Config, i int) (*portCheck, error) {
+	p := cfg.Ports[i]
+	c := &portCheck{action: "drop"}
+	if p.Validate == "" {
+		return c, nil
+	}
+	v, err := serialcb.ParseValidator(p.Validate)
+	if err != nil {
+		return nil, portErr(cfg, i, "validate", err)
+	}
+	c.v = v
+	if s := p.InvalidSink(); s != "" {
+		c.invalidPort, c.action = p.InvalidPort(), "sink:"+s
+	}
+	return c, nil
+}
+
+// routes maps the configured routes to the dispatcher's. A port with
+// on_invalid: sink:NAME submits its invalid frames under the port name
+// "<port>.invalid", routed to NAME only; routes meant for every port then
+// list the real ports, so that invalid frames reach no other sink. Without
+// routes, valid frames go to every sink that is not an on_invalid target.
+func routes(cfg *configs.Config) []dispatch.Route {
+	var out []dispatch.Route
+	for _, r := range cfg.Routes {
+		out = append(out, dispatch.Route{Ports: r.Ports, Sinks: r.Sinks})
+	}
+	var real []string
+	var invalid []dispatch.Route
+	for _, p := range cfg.Ports {
+		real = append(real, p.Name)
+		if s := p.InvalidSink(); s != "" {
+			invalid = append(invalid, dispatch.Route{Ports: []string{p.InvalidPort()}, Sinks: []string{s}})
+		}
+	}
+	if len(invalid) == 0 {
+		return out
+	}
+	if len(out) == 0 {
+		// No routes meant every frame to every sink: now every valid frame
+		// to every sink but the on_invalid ones, which only a route can
+		// give valid frames to.
+		rejects := map[string]bool{}
+		for _, r := range invalid {
+			rejects[r.Sinks[0]] = true
+		}
+		var sinks []string
+		for _, s := range cfg.Sinks {
+			if !rejects[s.Name] {
+				sinks = append(sinks, s.Name)
+			}
+		}
+		out = []dispatch.Route{{Sinks: sinks}}
+	}
+	for i := range out {
+		if len(out[i].Ports) == 0 {
+			out[i].Ports = real
+		}
+	}
+	return append(out, invalid...)
 }
 
 func closeTargets(ts []dispatch.Target) {
@@ -123,7 +249,7 @@ func portConfig(cfg *configs.Config, i int) (serialcb.PortConfig, error) {
 
 func portErr(cfg *configs.Config, i int, key string, err error) error {
 	if cfg.File() == "" {
-		flag := map[string]string{"framing": "--framing", "": "--port"}[key]
+		flag := map[string]string{"framing": "--framing", "validate": "--validate", "": "--port"}[key]
 		return usagef("%s: %v", flag, err)
 	}
 	path := fmt.Sprintf("ports[%d]", i)
@@ -135,7 +261,14 @@ func portErr(cfg *configs.Config, i int, key string, err error) error {
 
 // run starts everything, reads until ctx ends, then drains: stop reading,
 // give in-flight frames until the drain deadline to reach their sinks, and
-// stop. A port missing at start is a usage error (exit 2).
+// stop.
+//
+// A port missing at start is waited for: run logs it once and the port's
+// Reader opens it when it appears (capped backoff); the other ports and the
+// sinks run meanwhile. With requirePorts it is a usage error (exit 2)
+// instead. Any other failure of a first open (permission denied, say) is
+// fatal. run calls ready, and tells systemd READY=1, once every port present
+// at start is open; /readyz stays unready until the missing ones open too.
 func (d *daemon) run(ctx context.Context) (err error) {
 	d.loop.Start()
 	defer func() {
@@ -152,18 +285,30 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	defer stopReading()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(d.readers))
+	waiting := 0
 	for i, r := range d.readers {
+		absent := make(chan struct{})
 		wg.Go(func() {
-			errs <- r.RunOpen(readCtx, func(f serialcb.Frame) { d.disp.Submit(f) })
+			onFrame := d.onFrame(i)
+			err := r.RunOpen(readCtx, onFrame)
+			if errors.Is(err, serialcb.ErrPortNotFound) && !d.requirePorts {
+				d.log.Warn(fmt.Sprintf("waiting for serial port %s: not present; will open it when it appears", d.ports[i].Name),
+					zap.String("port", d.ports[i].Name), zap.String("path", d.ports[i].Path))
+				close(absent)
+				err = r.Run(readCtx, onFrame)
+			}
+			errs <- err
 		})
 		select {
 		case <-r.Opened():
+		case <-absent:
+			waiting++
 		case err := <-errs:
 			// The first open failed; stop the ports already reading.
 			stopReading()
 			wg.Wait()
 			if errors.Is(err, serialcb.ErrPortNotFound) {
-				return usagef("port %s: %v", d.ports[i].Name, err)
+				return usagef("port %s: %v (required by --require-ports or require_ports: true)", d.ports[i].Name, err)
 			}
 			return fmt.Errorf("port %s: %w", d.ports[i].Name, err)
 		case <-ctx.Done():
@@ -172,7 +317,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 			return nil
 		}
 	}
-	d.log.Info("serialcbd running", zap.Int("ports", len(d.readers)))
+	d.log.Info("serialcbd running", zap.Int("ports", len(d.readers)), zap.Int("waiting_for", waiting))
 	stopWatchdog := d.notifyReady() // systemd: READY=1, then watchdog pings
 	defer stopWatchdog()
 	if d.ready != nil {
@@ -188,6 +333,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	d.log.Info("stopping: no more reads; draining in-flight frames", zap.Duration("deadline", d.drainTimeout))
 	stopReading()
 	wg.Wait()
+	d.logInvalidAtStop()
 	dctx, cancel := context.WithTimeout(context.Background(), d.drainTimeout)
 	defer cancel()
 	if err := d.disp.Drain(dctx); err != nil {
@@ -196,4 +342,16 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	st := d.disp.Stats()
 	d.log.Info("stopped", zap.Uint64("frames", st.Submitted), zap.Uint64("delivered", st.Delivered), zap.Uint64("failed", st.Failed))
 	return runErr
+}
+
+// logInvalidAtStop reports the invalid frames not logged yet because of the
+// rate limit. Call it after the read loops have returned.
+func (d *daemon) logInvalidAtStop() {
+	for i, c := range d.checks {
+		if c.pending > 0 {
+			d.log.Warn("invalid frames", zap.String("port", d.ports[i].Name), zap.Uint64("frames", c.pending),
+				zap.Uint64("total", c.invalid.Load()), zap.String("on_invalid", c.action))
+			c.pending = 0
+		}
+	}
 }

@@ -376,3 +376,33 @@ func readJSONL(t *testing.T, path string) [][]byte {
 	}
 	return frames
 }
+
+// The binary starts with a port that is not plugged in yet (a by-id path),
+// says it waits for it, and reads it once it appears; SIGTERM exits 0.
+func TestEndToEndPortAppearsLater(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "serial", "by-id", "usb-TEST_Late-if00")
+	out := filepath.Join(dir, "frames.jsonl")
+	d := startDaemon(t, "--port", "late="+path, "--sink", "file:"+out)
+	if log := d.stderr.String(); !strings.Contains(log, "waiting for serial port late: not present; will open it when it appears") {
+		t.Errorf("no waiting line in the log:\n%s", log)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dev := openLink(t, path)
+	if _, err := dev.Write([]byte("hello\nworld\n")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); len(readJSONL(t, out)) < 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s the file holds %q", readJSONL(t, out))
+		}
+	}
+	if err, _ := d.stop(t); err != nil {
+		t.Fatalf("exit: %v", err)
+	}
+	if got := readJSONL(t, out); len(got) != 2 || string(got[0]) != "hello" || string(got[1]) != "world" {
+		t.Errorf("frames %q, want hello, world", got)
+	}
+}

@@ -212,6 +212,7 @@ type statsCollector struct {
 	d *daemon
 
 	portBytes, portFrames, portOversize, portOversizeBytes, portUp, portReconnects *prometheus.Desc
+	portInvalid                                                                    *prometheus.Desc
 	sinkDelivered, sinkFailed, sinkRetried, sinkPending, sinkInflight, sinkUp      *prometheus.Desc
 	submitted, delivered, failed, throttled                                        *prometheus.Desc
 	loopQueued, loopRunning, loopUnobserved, loopRejected                          *prometheus.Desc
@@ -237,6 +238,7 @@ func newStatsCollector(d *daemon) *statsCollector {
 		portOversizeBytes: port("oversize_bytes_total", "Bytes of the oversize frames dropped."),
 		portUp:            port("up", "1 while the port is open, 0 while it is missing or being reopened."),
 		portReconnects:    port("reconnects_total", "Successful reopens of the port after the first open."),
+		portInvalid:       port("invalid_frames_total", "Frames that failed the port's validate check (dropped, or sent to the on_invalid sink)."),
 		sinkDelivered:     sink("delivered_total", "Frames the sink acknowledged."),
 		sinkFailed:        sink("failed_total", "Frames given up for this sink (permanent error, retry limit, backlog full, shutdown)."),
 		sinkRetried:       sink("retried_total", "Frames written again after a retryable error (once per retry)."),
@@ -257,7 +259,7 @@ func newStatsCollector(d *daemon) *statsCollector {
 // Describe implements prometheus.Collector.
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.portBytes, c.portFrames, c.portOversize, c.portOversizeBytes, c.portUp, c.portReconnects,
+		c.portBytes, c.portFrames, c.portOversize, c.portOversizeBytes, c.portUp, c.portReconnects, c.portInvalid,
 		c.sinkDelivered, c.sinkFailed, c.sinkRetried, c.sinkPending, c.sinkInflight, c.sinkUp,
 		c.submitted, c.delivered, c.failed, c.throttled,
 		c.loopQueued, c.loopRunning, c.loopUnobserved, c.loopRejected,
@@ -282,6 +284,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.portOversize, st.Oversize, name)
 		counter(c.portOversizeBytes, st.OversizeBytes, name)
 		counter(c.portReconnects, st.Reconnects, name)
+		counter(c.portInvalid, c.d.invalidFrames(i), name)
 		up := 0.0
 		if st.Up {
 			up = 1

@@ -170,6 +170,7 @@ func TestMetricsReadyz(t *testing.T) {
 		`serialcbd_port_bytes_total{port="dev"}`:                  float64(buf.Len()),
 		`serialcbd_port_oversize_frames_total{port="dev"}`:        0,
 		`serialcbd_port_reconnects_total{port="dev"}`:             0,
+		`serialcbd_port_invalid_frames_total{port="dev"}`:         0,
 		`serialcbd_port_up{port="dev"}`:                           1,
 		`serialcbd_sink_up{sink="file"}`:                          1,
 		`serialcbd_sink_delivered_total{sink="file"}`:             n,

@@ -18,9 +18,10 @@ func (d *daemon) sdNotify(state string) {
 	}
 }
 
-// notifyReady tells systemd the daemon is ready (every port open) and, when
-// the unit sets WatchdogSec, starts the watchdog pings. The returned stop
-// ends the pings and waits for their goroutine.
+// notifyReady tells systemd the daemon is ready (every port present at start
+// is open; absent ones are waited for) and, when the unit sets WatchdogSec,
+// starts the watchdog pings. The returned stop ends the pings and waits for
+// their goroutine.
 func (d *daemon) notifyReady() (stop func()) {
 	d.sdNotify(sd.SdNotifyReady)
 	interval, err := sd.SdWatchdogEnabled(false)

@@ -28,6 +28,8 @@ type quickFlags struct {
 	sinks        []string
 	drainTimeout time.Duration
 	metricsAddr  string
+	validate     string
+	requirePorts bool
 }
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -41,6 +43,11 @@ gives in-flight frames until the drain deadline to reach their sinks, and exits 
 Quick mode needs no file: each --port is read with --baud and --framing, and
 its frames go to every --sink (default ` + defaultSink + `).
 A port is named after its device file (ttyUSB0); use NAME=PATH to choose.
+
+A port missing at start is waited for: it is opened when it appears, while
+the other ports run. --require-ports makes a missing port an error (exit 2).
+--validate SPEC checks every frame (nmea, crc16-modbus, crc16-ccitt, crc32,
+sum8); frames that fail are counted, logged at a limited rate and dropped.
 
 Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdout.`,
 		Example: `  serialcbd run --port /dev/ttyUSB0 --baud 115200
@@ -83,6 +90,8 @@ Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdo
 	f.IntVar(&q.maxFrame, "max-frame", 65536, "longest frame in bytes; longer ones are counted, logged and skipped")
 	f.StringArrayVarP(&q.sinks, "sink", "s", nil, "sink spec (repeatable): sqlite:PATH, http(s)://…, file:PATH, stdout (default "+defaultSink+")")
 	f.DurationVar(&q.drainTimeout, "drain-timeout", defaultDrainTimeout, "how long a stop waits for in-flight frames")
+	f.StringVar(&q.validate, "validate", "", "check every frame of --port: nmea, crc16-modbus, crc16-ccitt, crc32 or sum8; invalid frames are counted and dropped")
+	f.BoolVar(&q.requirePorts, "require-ports", false, "exit 2 if a port is missing at start instead of waiting for it")
 	f.StringVar(&q.metricsAddr, "metrics-addr", defaultMetricsAddr, `HOST:PORT serving /metrics, /healthz and /readyz ("" disables; ":9464" for every interface)`)
 	return cmd
 }
@@ -90,7 +99,7 @@ Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdo
 // load returns the configuration from --config or from the quick-mode flags.
 func (q *quickFlags) load(cmd *cobra.Command) (*configs.Config, error) {
 	if q.config != "" {
-		for _, name := range []string{"port", "baud", "framing", "max-frame", "sink"} {
+		for _, name := range []string{"port", "baud", "framing", "max-frame", "sink", "validate"} {
 			if cmd.Flags().Changed(name) {
 				return nil, usagef("--%s cannot be combined with --config: put it in the config file", name)
 			}
@@ -102,6 +111,9 @@ func (q *quickFlags) load(cmd *cobra.Command) (*configs.Config, error) {
 		if cmd.Flags().Changed("drain-timeout") {
 			cfg.DrainTimeout = q.drainTimeout
 		}
+		if q.requirePorts {
+			cfg.RequirePorts = true
+		}
 		return cfg, nil
 	}
 	if len(q.ports) == 0 {
@@ -112,7 +124,7 @@ func (q *quickFlags) load(cmd *cobra.Command) (*configs.Config, error) {
 
 // quickConfig builds the quick-mode configuration.
 func (q *quickFlags) quickConfig() (*configs.Config, error) {
-	cfg := &configs.Config{DrainTimeout: q.drainTimeout}
+	cfg := &configs.Config{DrainTimeout: q.drainTimeout, RequirePorts: q.requirePorts}
 	seen := map[string]int{}
 	for _, p := range q.ports {
 		name, path, ok := strings.Cut(p, "=")
@@ -127,7 +139,7 @@ func (q *quickFlags) quickConfig() (*configs.Config, error) {
 			name = fmt.Sprintf("%s-%d", name, n+1)
 		}
 		seen[name]++
-		cfg.Ports = append(cfg.Ports, configs.Port{Name: name, Path: path, Baud: q.baud, Framing: q.framing, MaxFrame: q.maxFrame})
+		cfg.Ports = append(cfg.Ports, configs.Port{Name: name, Path: path, Baud: q.baud, Framing: q.framing, MaxFrame: q.maxFrame, Validate: q.validate})
 	}
 	sinks := q.sinks
 	if len(sinks) == 0 {
