@@ -45,6 +45,7 @@ Try it with no hardware:  serialcbd demo`,
 		newMonitorCmd(g),
 		newSendCmd(g),
 		newHealthCmd(g),
+		newBenchCmd(g),
 		newVersionCmd(g),
 	)
 	// Unknown subcommands and missing arguments are usage errors (exit 2).
