@@ -5,9 +5,13 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/serialcbd/serialcbd/dispatch/httpsink"
 )
 
 // runBenchCmd runs `serialcbd bench ARGS` in-process, the way run() does,
@@ -74,6 +78,36 @@ func TestBenchSQLite(t *testing.T) {
 func TestBenchHTTP(t *testing.T) {
 	rep := benchJSON(t, "--frames", "2000", "--sink", "http")
 	checkBench(t, rep, 2000)
+}
+
+func TestBenchHTTPNDJSON(t *testing.T) {
+	rep := benchJSON(t, "--frames", "3000", "--sink", "http-ndjson")
+	checkBench(t, rep, 3000)
+	if !strings.HasPrefix(rep.Sink, "http-ndjson") {
+		t.Errorf("sink label %q", rep.Sink)
+	}
+}
+
+func TestBenchReceiverChecksNDJSONLines(t *testing.T) {
+	h := benchReceiver(true)
+	for _, tt := range []struct {
+		body, frames string
+		code         int
+	}{
+		{"{}\n{}\n", "2", http.StatusNoContent},
+		{"{}\n{}\n", "3", http.StatusBadRequest},
+		{"{}\n", "", http.StatusBadRequest},
+	} {
+		req := httptest.NewRequest(http.MethodPost, "/ingest", strings.NewReader(tt.body))
+		if tt.frames != "" {
+			req.Header.Set(httpsink.FramesHeader, tt.frames)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tt.code {
+			t.Errorf("body %q, frames %q: %d, want %d", tt.body, tt.frames, rec.Code, tt.code)
+		}
+	}
 }
 
 func TestBenchPortsSizesAndRate(t *testing.T) {

@@ -16,15 +16,36 @@ import (
 )
 
 // sinkKind is one entry of the sink registry: the spec prefixes it answers
-// to, the config block it reads, its delivery defaults and its constructor.
+// to, the config block it reads and its constructor.
 type sinkKind struct {
 	prefixes []string // matched against the start of a spec
 	usage    string   // spec grammar, for error messages and help
 	block    string   // name of its settings block in a sink entry
-	defaults dispatch.Options
 	// build parses spec, lets decode overlay the block's settings, validates
-	// and constructs the sink without I/O.
-	build func(spec string, decode func(out any) error, log *zap.Logger) (dispatch.Sink, error)
+	// and constructs the sink without I/O. It also returns the sink's lane
+	// defaults (batch size, Writes in flight), which may depend on its
+	// settings; the sink entry's batch.max and concurrency override them.
+	build func(spec string, decode func(out any) error, log *zap.Logger) (dispatch.Sink, dispatch.Options, error)
+}
+
+// Lane defaults of the HTTP sink: one POST per frame gains from many
+// Writes in flight; an NDJSON batch is one POST, so big batches and a few
+// in flight.
+var (
+	httpJSONLane   = dispatch.Options{MaxBatch: 1, MaxInflight: 16}
+	httpNDJSONLane = dispatch.Options{MaxBatch: 500, MaxInflight: 4}
+)
+
+func httpLane(c httpsink.Config) dispatch.Options {
+	if c.Format == httpsink.FormatNDJSON {
+		return httpNDJSONLane
+	}
+	return httpJSONLane
+}
+
+// fixedLane returns lane defaults that do not depend on the settings.
+func fixedLane[C any](o dispatch.Options) func(C) dispatch.Options {
+	return func(C) dispatch.Options { return o }
 }
 
 // registry maps sink specs to sink kinds. It is an explicit value built in
@@ -37,42 +58,52 @@ func newRegistry() *registry {
 			prefixes: []string{"sqlite:"},
 			usage:    "sqlite:PATH",
 			block:    "sqlite",
-			defaults: dispatch.Options{MaxBatch: 1000, MaxInflight: 1},
-			build:    builder(sqlsink.ParseSpec, sqlsink.New),
+			build: builder(sqlsink.ParseSpec, sqlsink.New,
+				fixedLane[sqlsink.Config](dispatch.Options{MaxBatch: 1000, MaxInflight: 1})),
 		},
 		{
 			prefixes: []string{"http://", "https://"},
 			usage:    "http://HOST[:PORT]/PATH or https://…",
 			block:    "http",
-			defaults: dispatch.Options{MaxBatch: 1, MaxInflight: 16},
-			build:    builder(httpsink.ParseSpec, httpsink.New),
+			build:    builder(httpsink.ParseSpec, httpsink.New, httpLane),
 		},
 		{
 			prefixes: []string{"file:", "stdout"},
 			usage:    "file:PATH or stdout",
 			block:    "file",
-			defaults: dispatch.Options{MaxBatch: 1000, MaxInflight: 1},
-			build:    builder(jsonlsink.ParseSpec, jsonlsink.New),
+			build: builder(jsonlsink.ParseSpec, jsonlsink.New,
+				fixedLane[jsonlsink.Config](dispatch.Options{MaxBatch: 1000, MaxInflight: 1})),
 		},
 	}}
 }
 
 func builder[C interface{ Validate() error }, S dispatch.Sink](
-	parse func(string) (C, error), newSink func(C, *zap.Logger) (S, error),
-) func(string, func(any) error, *zap.Logger) (dispatch.Sink, error) {
-	return func(spec string, decode func(any) error, log *zap.Logger) (dispatch.Sink, error) {
+	parse func(string) (C, error), newSink func(C, *zap.Logger) (S, error), lane func(C) dispatch.Options,
+) func(string, func(any) error, *zap.Logger) (dispatch.Sink, dispatch.Options, error) {
+	return func(spec string, decode func(any) error, log *zap.Logger) (dispatch.Sink, dispatch.Options, error) {
 		cfg, err := parse(spec)
 		if err != nil {
-			return nil, err
+			return nil, dispatch.Options{}, err
 		}
 		if err := decode(&cfg); err != nil {
-			return nil, err
+			return nil, dispatch.Options{}, err
 		}
 		if err := cfg.Validate(); err != nil {
-			return nil, err
+			return nil, dispatch.Options{}, err
 		}
-		return newSink(cfg, log)
+		sink, err := newSink(cfg, log)
+		if err != nil {
+			return nil, dispatch.Options{}, err
+		}
+		return sink, lane(cfg), nil
 	}
+}
+
+// configKeyer is a settings error that names its key inside the sink's
+// block (httpsink.KeyError), so the error can point at that line.
+type configKeyer interface {
+	error
+	ConfigKey() string
 }
 
 // lookup finds the kind for a spec.
@@ -118,15 +149,19 @@ func (r *registry) target(cfg *configs.Config, i int, log *zap.Logger) (dispatch
 	}
 	blockKey := key + "." + kind.block
 	decode := func(out any) error { return cfg.DecodeBlock(blockKey, blocks[kind.block], out) }
-	sink, err := kind.build(s.URL, decode, log.With(zap.String("sink", s.Name)))
+	sink, opt, err := kind.build(s.URL, decode, log.With(zap.String("sink", s.Name)))
 	if err != nil {
 		var ce *configs.Error
 		if errors.As(err, &ce) {
 			return dispatch.Target{}, err
 		}
+		if ke, ok := errors.AsType[configKeyer](err); ok {
+			if p := blockKey + "." + ke.ConfigKey(); cfg.Pos(p) > 0 {
+				return dispatch.Target{}, fail(p, err)
+			}
+		}
 		return dispatch.Target{}, fail(key+".url", err)
 	}
-	opt := kind.defaults
 	if s.Batch.Max > 0 {
 		opt.MaxBatch = s.Batch.Max
 	}

@@ -14,6 +14,11 @@ import (
 // benchWrite posts batches of batchSize 64-byte frames, one POST per frame,
 // to a loopback server that reads the body and answers 204.
 func benchWrite(b *testing.B, batchSize, maxConns int) {
+	benchWriteFormat(b, batchSize, maxConns, FormatJSON)
+}
+
+// benchWriteFormat posts batches of batchSize 64-byte frames in format.
+func benchWriteFormat(b *testing.B, batchSize, maxConns int, format string) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.WriteHeader(http.StatusNoContent)
@@ -24,6 +29,7 @@ func benchWrite(b *testing.B, batchSize, maxConns int) {
 		b.Fatal(err)
 	}
 	cfg.MaxConns = maxConns
+	cfg.Format = format
 	cfg.Headers = map[string]string{"Authorization": "Bearer token"}
 	s, err := New(cfg, nil)
 	if err != nil {
@@ -60,3 +66,8 @@ func BenchmarkWriteBatch(b *testing.B) { benchWrite(b, 1000, DefaultMaxConns) }
 // BenchmarkWriteOne is one frame per batch, one connection: the latency of a
 // single delivery, client and server sharing the CPU.
 func BenchmarkWriteOne(b *testing.B) { benchWrite(b, 1, 1) }
+
+// BenchmarkWriteNDJSON posts batches of 500 64-byte frames as one NDJSON
+// body each (the ndjson lane default), to a loopback server that reads the
+// body and answers 204.
+func BenchmarkWriteNDJSON(b *testing.B) { benchWriteFormat(b, 500, DefaultMaxConns, FormatNDJSON) }

@@ -1,7 +1,9 @@
-// Package httpsink delivers each frame as one HTTP POST whose body is the
-// frame's JSON record (dispatch.AppendJSON) and whose Idempotency-Key header
-// is the frame's id, so that a receiver can drop the duplicates that
-// at-least-once delivery produces.
+// Package httpsink delivers frames by HTTP POST. With the default format
+// "json" each frame is one POST whose body is the frame's JSON record
+// (dispatch.AppendJSON) and whose Idempotency-Key header is the frame's id,
+// so that a receiver can drop the duplicates that at-least-once delivery
+// produces. With format "ndjson" a whole batch is one POST whose body holds
+// one record per line, keyed by the batch's first and last frame ids.
 //
 // The answer decides the outcome: 2xx delivered; 408, 429 and 5xx retryable
 // (honouring Retry-After); 3xx and other 4xx permanent; network errors and
@@ -38,6 +40,19 @@ const (
 	DefaultMaxConns = 16
 )
 
+// Body formats (Config.Format).
+const (
+	// FormatJSON posts each frame on its own: body = one JSON record.
+	FormatJSON = "json"
+	// FormatNDJSON posts each batch as one request: body = one JSON record
+	// per line, Content-Type application/x-ndjson.
+	FormatNDJSON = "ndjson"
+)
+
+// FramesHeader is the header of an NDJSON request that gives the number of
+// records (lines) in its body.
+const FramesHeader = "X-Serialcbd-Frames"
+
 const (
 	// maxConnsLimit bounds MaxConns: each connection may be a goroutine
 	// pair and a socket, and one POST per frame gains nothing beyond this.
@@ -65,6 +80,32 @@ type Config struct {
 	MaxConns int `yaml:"max_conns"`
 	// TLS applies to https URLs.
 	TLS TLSConfig `yaml:"tls"`
+	// Format is the body format: FormatJSON (one POST per frame, the
+	// default; "" means the same) or FormatNDJSON (one POST per batch).
+	Format string `yaml:"format"`
+}
+
+// ndjson reports whether the sink posts whole batches.
+func (c Config) ndjson() bool { return c.Format == FormatNDJSON }
+
+// KeyError is a Validate error about one setting; Key is its name inside
+// the sink's settings block (e.g. "format"), so that a config loader can
+// point at the offending line.
+type KeyError struct {
+	Key string
+	Err error
+}
+
+func (e *KeyError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *KeyError) Unwrap() error { return e.Err }
+
+// ConfigKey returns the setting's name inside the sink's block.
+func (e *KeyError) ConfigKey() string { return e.Key }
+
+func keyErrorf(key, format string, args ...any) error {
+	return &KeyError{Key: key, Err: fmt.Errorf(format, args...)}
 }
 
 // TLSConfig holds the TLS settings of an https endpoint.
@@ -81,11 +122,11 @@ func ParseSpec(spec string) (Config, error) {
 	if !strings.HasPrefix(spec, "http://") && !strings.HasPrefix(spec, "https://") {
 		return Config{}, fmt.Errorf("http sink spec %q: want an http:// or https:// URL", spec)
 	}
-	return Config{URL: spec, Timeout: DefaultTimeout, MaxConns: DefaultMaxConns}, nil
+	return Config{URL: spec, Timeout: DefaultTimeout, MaxConns: DefaultMaxConns, Format: FormatJSON}, nil
 }
 
 // headers set by the sink itself, which configured headers must not replace.
-var reservedHeaders = []string{"Content-Length", "Host", "Idempotency-Key", "Transfer-Encoding"}
+var reservedHeaders = []string{"Content-Length", "Host", "Idempotency-Key", "Transfer-Encoding", FramesHeader}
 
 // Validate checks the configuration without I/O (the CA file is read by
 // Start).
@@ -100,27 +141,32 @@ func (c Config) Validate() error {
 	case u.Host == "" || u.Hostname() == "":
 		errs = append(errs, fmt.Errorf("http sink: url %s: missing host", safeURL(u)))
 	case u.Scheme == "http" && (c.TLS.CAFile != "" || c.TLS.InsecureSkipVerify):
-		errs = append(errs, fmt.Errorf("http sink: url %s: tls settings need an https URL", safeURL(u)))
+		errs = append(errs, keyErrorf("tls", "http sink: url %s: tls settings need an https URL", safeURL(u)))
+	}
+	switch c.Format {
+	case "", FormatJSON, FormatNDJSON:
+	default:
+		errs = append(errs, keyErrorf("format", "http sink: format %q: must be %s (one POST per frame) or %s (one POST per batch)", c.Format, FormatJSON, FormatNDJSON))
 	}
 	if c.Timeout <= 0 {
-		errs = append(errs, fmt.Errorf("http sink: timeout %s: must be positive, e.g. 10s", c.Timeout))
+		errs = append(errs, keyErrorf("timeout", "http sink: timeout %s: must be positive, e.g. 10s", c.Timeout))
 	}
 	if c.MaxConns < 1 || c.MaxConns > maxConnsLimit {
-		errs = append(errs, fmt.Errorf("http sink: max_conns %d: must be between 1 and %d", c.MaxConns, maxConnsLimit))
+		errs = append(errs, keyErrorf("max_conns", "http sink: max_conns %d: must be between 1 and %d", c.MaxConns, maxConnsLimit))
 	}
 	for name, value := range c.Headers {
 		if !validHeaderName(name) {
-			errs = append(errs, fmt.Errorf("http sink: header %q: not a valid header name", name))
+			errs = append(errs, keyErrorf("headers", "http sink: header %q: not a valid header name", name))
 			continue
 		}
 		for _, r := range reservedHeaders {
 			if strings.EqualFold(name, r) {
-				errs = append(errs, fmt.Errorf("http sink: header %q is set by the sink: remove it", name))
+				errs = append(errs, keyErrorf("headers", "http sink: header %q is set by the sink: remove it", name))
 			}
 		}
 		if strings.ContainsAny(value, "\r\n\x00") {
 			// The value is not quoted: it may be a secret.
-			errs = append(errs, fmt.Errorf("http sink: header %q: value contains a line break or NUL", name))
+			errs = append(errs, keyErrorf("headers", "http sink: header %q: value contains a line break or NUL", name))
 		}
 	}
 	return errors.Join(errs...)
@@ -181,7 +227,11 @@ func New(cfg Config, log *zap.Logger) (*Sink, error) {
 	}
 	u, _ := url.Parse(cfg.URL) // validated above
 	h := make(http.Header, len(cfg.Headers)+1)
-	h.Set("Content-Type", "application/json")
+	if cfg.ndjson() {
+		h.Set("Content-Type", "application/x-ndjson")
+	} else {
+		h.Set("Content-Type", "application/json")
+	}
 	for k, v := range cfg.Headers {
 		h.Set(k, v)
 	}
@@ -193,7 +243,11 @@ func New(cfg Config, log *zap.Logger) (*Sink, error) {
 		header:  h,
 		sem:     make(chan struct{}, cfg.MaxConns),
 	}
-	s.bodies.New = func() any { return &body{pool: &s.bodies} }
+	keep := 64 << 10 // one frame's record; past it, an oversize frame
+	if cfg.ndjson() {
+		keep = 4 << 20 // a batch's records
+	}
+	s.bodies.New = func() any { return &body{pool: &s.bodies, keep: keep} }
 	return s, nil
 }
 
@@ -247,9 +301,11 @@ func (s *Sink) Start(context.Context) error {
 	return nil
 }
 
-// Write POSTs every frame of the batch, up to MaxConns at a time, and
-// returns nil when all were delivered, otherwise a *dispatch.BatchError
-// with each frame's classified error.
+// Write delivers the batch. With FormatJSON it POSTs every frame, up to
+// MaxConns at a time, and returns nil when all were delivered, otherwise a
+// *dispatch.BatchError with each frame's classified error. With FormatNDJSON
+// it POSTs the whole batch once, and the classified outcome (nil or an
+// error) applies to every frame.
 func (s *Sink) Write(ctx context.Context, batch []*serialcb.Frame) error {
 	if len(batch) == 0 {
 		return nil
@@ -262,6 +318,9 @@ func (s *Sink) Write(ctx context.Context, batch []*serialcb.Frame) error {
 	}
 	if client == nil {
 		return errors.New("http sink: write before start")
+	}
+	if s.cfg.ndjson() {
+		return s.postBatch(ctx, client, batch)
 	}
 
 	errs := make([]error, len(batch))
@@ -304,6 +363,38 @@ func (s *Sink) postAll(ctx context.Context, client *http.Client, batch []*serial
 
 // post sends one frame and classifies the outcome.
 func (s *Sink) post(ctx context.Context, client *http.Client, f *serialcb.Frame) error {
+	b := s.bodies.Get().(*body)
+	b.buf = dispatch.AppendJSON(b.buf[:0], f)
+	var id [36]byte
+	idText, _ := f.ID.AppendText(id[:0])
+	return s.send(ctx, client, b, string(idText), 0)
+}
+
+// postBatch sends the whole batch as one NDJSON body and classifies the
+// outcome, which applies to every frame. The Idempotency-Key is the first
+// and the last frame ids: a retry of the batch (which fails or succeeds as
+// a whole, so dispatch retries it unchanged) carries the same key.
+func (s *Sink) postBatch(ctx context.Context, client *http.Client, batch []*serialcb.Frame) error {
+	b := s.bodies.Get().(*body)
+	buf := b.buf[:0]
+	for _, f := range batch {
+		buf = dispatch.AppendJSON(buf, f)
+		buf = append(buf, '\n')
+	}
+	b.buf = buf
+	var key [73]byte
+	k, _ := batch[0].ID.AppendText(key[:0])
+	k = append(k, ':')
+	k, _ = batch[len(batch)-1].ID.AppendText(k)
+	return s.send(ctx, client, b, string(k), len(batch))
+}
+
+// send POSTs the body b (taking over the caller's reference to it) with the
+// given Idempotency-Key and, when frames > 0, the FramesHeader, and
+// classifies the outcome.
+func (s *Sink) send(ctx context.Context, client *http.Client, b *body, key string, frames int) error {
+	b.refs.Store(1) // the caller's reference; each reader adds one
+	defer b.release()
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("POST %s: %w", s.safeURL, err)
 	}
@@ -317,18 +408,14 @@ func (s *Sink) post(ctx context.Context, client *http.Client, f *serialcb.Frame)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 
-	b := s.bodies.Get().(*body)
-	b.buf = dispatch.AppendJSON(b.buf[:0], f)
-	b.refs.Store(1) // the caller's reference; each reader adds one
-	defer b.release()
-
-	h := make(http.Header, len(s.header)+1)
+	h := make(http.Header, len(s.header)+2)
 	for k, v := range s.header {
 		h[k] = v // values are never modified: sharing the slices is safe
 	}
-	var id [36]byte
-	idText, _ := f.ID.AppendText(id[:0])
-	h["Idempotency-Key"] = []string{string(idText)}
+	h["Idempotency-Key"] = []string{key}
+	if frames > 0 {
+		h[FramesHeader] = []string{strconv.Itoa(frames)}
+	}
 
 	req := (&http.Request{
 		Method:        http.MethodPost,
@@ -466,6 +553,7 @@ type body struct {
 	buf  []byte
 	refs atomic.Int32
 	pool *sync.Pool
+	keep int // the largest buffer worth pooling
 }
 
 // reader returns a new reference to b for the transport.
@@ -478,8 +566,8 @@ func (b *body) reader() *bodyReader {
 
 func (b *body) release() {
 	if b.refs.Add(-1) == 0 {
-		if cap(b.buf) > 64<<10 {
-			b.buf = nil // an oversize frame: do not pin its buffer
+		if cap(b.buf) > b.keep {
+			b.buf = nil // an oversize frame or batch: do not pin its buffer
 		}
 		b.pool.Put(b)
 	}
