@@ -194,9 +194,10 @@ func (r *Reader) run(ctx context.Context, onFrame func(Frame), failFirst bool) e
 			r.log.Info("serial port open", zap.Int("baud", r.cfg.Baud))
 		}
 		opened, failKey, delay = true, "", r.cfg.ReconnectMin
-		r.openedOnce.Do(func() { close(r.opened) })
 		r.cutter.Reset()
 		r.up.Store(true)
+		// After Up: whoever waits on Opened must see the port up.
+		r.openedOnce.Do(func() { close(r.opened) })
 		err = r.readPort(ctx, port, &now, emit, oversize)
 		r.up.Store(false)
 		if ctx.Err() != nil {

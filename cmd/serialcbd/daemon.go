@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/signal"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -30,12 +33,21 @@ type daemon struct {
 	disp         *dispatch.Dispatcher
 	readers      []*serialcb.Reader
 	ports        []configs.Port
-	checks       []*portCheck // per port, as readers
 	requirePorts bool
 	drainTimeout time.Duration
 	// ready is called once every port present at start is open (the demo
 	// starts playing then); ports absent at start are not waited for.
 	ready func()
+
+	// reg builds the sinks of a reloaded config; load re-reads it on SIGHUP
+	// (nil in quick mode, where SIGHUP is ignored).
+	reg  *registry
+	load func() (*configs.Config, error)
+
+	// The fields above describe the pipeline build made; a reload replaces
+	// it, so run, /metrics and /readyz use current().
+	mu  sync.Mutex
+	cur *generation // guarded by mu
 }
 
 // portCheck validates one port's frames. Only invalid is shared; the rest
@@ -76,25 +88,15 @@ func (c *portCheck) accept(log *zap.Logger, f *serialcb.Frame) bool {
 	return true
 }
 
-// onFrame returns port i's frame callback, run by its read loop: validate,
-// then hand the frame to the dispatcher.
-func (d *daemon) onFrame(i int) func(serialcb.Frame) {
-	c := d.checks[i]
-	log := d.log.With(zap.String("port", d.ports[i].Name))
-	return func(f serialcb.Frame) {
-		if c.accept(log, &f) {
-			d.disp.Submit(f)
-		}
-	}
-}
-
-// invalidFrames returns how many frames of port i failed validation.
-func (d *daemon) invalidFrames(i int) uint64 { return d.checks[i].invalid.Load() }
+// invalidFrames returns how many frames of port i (of the current
+// pipeline) failed validation.
+func (d *daemon) invalidFrames(i int) uint64 { return d.current().ports[i].check.Load().invalid.Load() }
 
 // build turns a checked configuration into a daemon without any I/O, so
 // that `validate` can run it too. Its errors are configuration errors.
 func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error) {
-	d := &daemon{log: log, ports: cfg.Ports, drainTimeout: cfg.DrainTimeout, requirePorts: cfg.RequirePorts}
+	d := &daemon{log: log, ports: cfg.Ports, drainTimeout: cfg.DrainTimeout, requirePorts: cfg.RequirePorts, reg: reg}
+	var checks []*portCheck
 	if d.drainTimeout == 0 {
 		d.drainTimeout = defaultDrainTimeout
 	}
@@ -112,7 +114,7 @@ func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error)
 		if err != nil {
 			return nil, err
 		}
-		d.checks = append(d.checks, c)
+		checks = append(checks, c)
 	}
 	var targets []dispatch.Target
 	inflight := 0
@@ -147,6 +149,10 @@ func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error)
 		return nil, usagef("%v", err)
 	}
 	d.disp = disp
+	d.cur = &generation{cfg: cfg, loop: d.loop, disp: disp}
+	for i, r := range d.readers {
+		d.cur.ports = append(d.cur.ports, newPortRun(cfg.Ports[i], r, checks[i], disp, log))
+	}
 	return d, nil
 }
 
@@ -269,89 +275,109 @@ func portErr(cfg *configs.Config, i int, key string, err error) error {
 // instead. Any other failure of a first open (permission denied, say) is
 // fatal. run calls ready, and tells systemd READY=1, once every port present
 // at start is open; /readyz stays unready until the missing ones open too.
+//
+// SIGHUP reloads the configuration (see reloader.reload) while run goes on.
 func (d *daemon) run(ctx context.Context) (err error) {
-	d.loop.Start()
+	st := d.current()
+	st.loop.Start()
+	var retiring sync.WaitGroup // pipelines replaced by a reload, draining
 	defer func() {
 		// Reached on every path: after a drain, or after a failed start.
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = d.loop.Shutdown(sctx)
-		err = errors.Join(err, d.disp.Close())
+		retiring.Wait()
+		cur := d.current()
+		shutdownLoop(cur.loop)
+		err = errors.Join(err, cur.disp.Close())
 	}()
-	if err := d.disp.Start(ctx); err != nil {
+	if err := st.disp.Start(ctx); err != nil {
 		return err
 	}
+	// Subscribed before the ports open, so that a SIGHUP never takes the
+	// default action (exit) once the daemon runs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
 	var wg sync.WaitGroup
-	errs := make(chan error, len(d.readers))
+	failed := make(chan error, 1) // the first read loop that ends on its own
 	waiting := 0
-	for i, r := range d.readers {
+	for _, p := range st.ports {
 		absent := make(chan struct{})
-		wg.Go(func() {
-			onFrame := d.onFrame(i)
-			err := r.RunOpen(readCtx, onFrame)
+		d.startPort(readCtx, &wg, p, failed, func(ctx context.Context) error {
+			err := p.r.RunOpen(ctx, p.onFrame)
 			if errors.Is(err, serialcb.ErrPortNotFound) && !d.requirePorts {
-				d.log.Warn(fmt.Sprintf("waiting for serial port %s: not present; will open it when it appears", d.ports[i].Name),
-					zap.String("port", d.ports[i].Name), zap.String("path", d.ports[i].Path))
+				d.log.Warn(fmt.Sprintf("waiting for serial port %s: not present; will open it when it appears", p.name),
+					zap.String("port", p.name), zap.String("path", p.cfg.Path))
 				close(absent)
-				err = r.Run(readCtx, onFrame)
+				err = p.r.Run(ctx, p.onFrame)
 			}
-			errs <- err
+			return err
 		})
 		select {
-		case <-r.Opened():
+		case <-p.r.Opened():
 		case <-absent:
 			waiting++
-		case err := <-errs:
+		case <-p.done:
 			// The first open failed; stop the ports already reading.
 			stopReading()
 			wg.Wait()
-			if errors.Is(err, serialcb.ErrPortNotFound) {
-				return usagef("port %s: %v (required by --require-ports or require_ports: true)", d.ports[i].Name, err)
+			if errors.Is(p.err, serialcb.ErrPortNotFound) {
+				return usagef("port %s: %v (required by --require-ports or require_ports: true)", p.name, p.err)
 			}
-			return fmt.Errorf("port %s: %w", d.ports[i].Name, err)
+			return fmt.Errorf("port %s: %w", p.name, p.err)
 		case <-ctx.Done():
 			stopReading()
 			wg.Wait()
 			return nil
 		}
 	}
-	d.log.Info("serialcbd running", zap.Int("ports", len(d.readers)), zap.Int("waiting_for", waiting))
+	d.log.Info("serialcbd running", zap.Int("ports", len(st.ports)), zap.Int("waiting_for", waiting))
 	stopWatchdog := d.notifyReady() // systemd: READY=1, then watchdog pings
-	defer stopWatchdog()
+	defer func() { stopWatchdog() }()
 	if d.ready != nil {
 		d.ready()
 	}
+	rl := &reloader{d: d, ctx: ctx, readCtx: readCtx, readers: &wg, retiring: &retiring, failed: failed}
 	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errs: // a read loop ended on its own: a failure
-		runErr = fmt.Errorf("read loop: %w", runErr)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case runErr = <-failed: // a read loop ended on its own: a failure
+			runErr = fmt.Errorf("read loop: %w", runErr)
+			break wait
+		case <-hup:
+			if rl.reload() {
+				stopWatchdog() // it pinged through the previous loop
+				stopWatchdog = d.startWatchdog()
+			}
+		}
 	}
 	d.notifyStopping()
 	d.log.Info("stopping: no more reads; draining in-flight frames", zap.Duration("deadline", d.drainTimeout))
 	stopReading()
 	wg.Wait()
-	d.logInvalidAtStop()
+	cur := d.current()
+	for _, p := range cur.ports {
+		d.logInvalid(p.check.Load(), p.name)
+	}
 	dctx, cancel := context.WithTimeout(context.Background(), d.drainTimeout)
 	defer cancel()
-	if err := d.disp.Drain(dctx); err != nil {
+	if err := cur.disp.Drain(dctx); err != nil {
 		d.log.Error("drain deadline passed; undelivered frames were logged above", zap.Error(err))
 	}
-	st := d.disp.Stats()
-	d.log.Info("stopped", zap.Uint64("frames", st.Submitted), zap.Uint64("delivered", st.Delivered), zap.Uint64("failed", st.Failed))
+	ds := cur.disp.Stats()
+	d.log.Info("stopped", zap.Uint64("frames", ds.Submitted), zap.Uint64("delivered", ds.Delivered), zap.Uint64("failed", ds.Failed))
 	return runErr
 }
 
-// logInvalidAtStop reports the invalid frames not logged yet because of the
-// rate limit. Call it after the read loops have returned.
-func (d *daemon) logInvalidAtStop() {
-	for i, c := range d.checks {
-		if c.pending > 0 {
-			d.log.Warn("invalid frames", zap.String("port", d.ports[i].Name), zap.Uint64("frames", c.pending),
-				zap.Uint64("total", c.invalid.Load()), zap.String("on_invalid", c.action))
-			c.pending = 0
-		}
+// logInvalid reports port's invalid frames not logged yet because of the
+// rate limit. Call it once c is no longer used by the port's read loop.
+func (d *daemon) logInvalid(c *portCheck, port string) {
+	if c.pending > 0 {
+		d.log.Warn("invalid frames", zap.String("port", port), zap.Uint64("frames", c.pending),
+			zap.Uint64("total", c.invalid.Load()), zap.String("on_invalid", c.action))
+		c.pending = 0
 	}
 }

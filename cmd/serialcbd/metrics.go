@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+
+	"github.com/serialcbd/serialcbd/asyncloop"
 )
 
 // defaultMetricsAddr is where `run` serves /metrics, /healthz and /readyz
@@ -160,30 +162,31 @@ type sinkReadiness struct {
 // readiness is ready when every port is open and the event loop runs a
 // function handed to it before ctx ends (a stuck or stopped loop is not).
 func (d *daemon) readiness(ctx context.Context) readiness {
+	cur := d.current()
 	rd := readiness{
 		Ready: true,
-		Ports: make(map[string]portReadiness, len(d.readers)),
+		Ports: make(map[string]portReadiness, len(cur.ports)),
 		Sinks: map[string]sinkReadiness{},
 	}
-	for i, r := range d.readers {
-		up := r.Stats().Up
-		rd.Ports[d.ports[i].Name] = portReadiness{Up: up}
+	for _, p := range cur.ports {
+		up := p.r.Stats().Up
+		rd.Ports[p.name] = portReadiness{Up: up}
 		rd.Ready = rd.Ready && up
 	}
-	for _, s := range d.disp.Stats().Sinks {
+	for _, s := range cur.disp.Stats().Sinks {
 		rd.Sinks[s.Name] = sinkReadiness{Up: !s.Down, Pending: s.Pending, Inflight: s.Inflight, Delivered: s.Delivered, Failed: s.Failed}
 		rd.Ready = rd.Ready && !s.Down
 	}
-	rd.Loop = loopReadiness{Running: d.loopAnswers(ctx), Queued: d.loop.Stats().Queued}
+	rd.Loop = loopReadiness{Running: loopAnswers(ctx, cur.loop), Queued: cur.loop.Stats().Queued}
 	rd.Ready = rd.Ready && rd.Loop.Running
 	return rd
 }
 
 // loopAnswers reports whether the event loop runs a function handed to it
 // before ctx ends. Before Start and after Shutdown CallSoon fails at once.
-func (d *daemon) loopAnswers(ctx context.Context) bool {
+func loopAnswers(ctx context.Context, loop *asyncloop.Loop) bool {
 	pong := make(chan struct{})
-	if err := d.loop.CallSoon(func() { close(pong) }); err != nil {
+	if err := loop.CallSoon(func() { close(pong) }); err != nil {
 		return false
 	}
 	select {
@@ -276,22 +279,23 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	for i, r := range c.d.readers {
-		name := c.d.ports[i].Name
-		st := r.Stats()
+	cur := c.d.current()
+	for _, p := range cur.ports {
+		name := p.name
+		st := p.r.Stats()
 		counter(c.portBytes, st.Bytes, name)
 		counter(c.portFrames, st.Frames, name)
 		counter(c.portOversize, st.Oversize, name)
 		counter(c.portOversizeBytes, st.OversizeBytes, name)
 		counter(c.portReconnects, st.Reconnects, name)
-		counter(c.portInvalid, c.d.invalidFrames(i), name)
+		counter(c.portInvalid, p.check.Load().invalid.Load(), name)
 		up := 0.0
 		if st.Up {
 			up = 1
 		}
 		gauge(c.portUp, up, name)
 	}
-	ds := c.d.disp.Stats()
+	ds := cur.disp.Stats()
 	for _, s := range ds.Sinks {
 		counter(c.sinkDelivered, s.Delivered, s.Name)
 		counter(c.sinkFailed, s.Failed, s.Name)
@@ -304,7 +308,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.delivered, ds.Delivered)
 	counter(c.failed, ds.Failed)
 	counter(c.throttled, ds.Throttled)
-	ls := c.d.loop.Stats()
+	ls := cur.loop.Stats()
 	gauge(c.loopQueued, float64(ls.Queued))
 	gauge(c.loopRunning, float64(ls.Running))
 	counter(c.loopUnobserved, ls.Unobserved)

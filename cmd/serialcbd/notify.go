@@ -24,6 +24,13 @@ func (d *daemon) sdNotify(state string) {
 // their goroutine.
 func (d *daemon) notifyReady() (stop func()) {
 	d.sdNotify(sd.SdNotifyReady)
+	return d.startWatchdog()
+}
+
+// startWatchdog starts the watchdog pings through the current event loop
+// when the unit sets WatchdogSec; a reload that replaces the loop restarts
+// them. The returned stop ends the pings and waits for their goroutine.
+func (d *daemon) startWatchdog() (stop func()) {
 	interval, err := sd.SdWatchdogEnabled(false)
 	if err != nil {
 		d.log.Warn("systemd watchdog settings ignored", zap.Error(err))
@@ -32,9 +39,10 @@ func (d *daemon) notifyReady() (stop func()) {
 		return func() {}
 	}
 	done := make(chan struct{})
+	loop := d.current().loop
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		runWatchdog(done, d.loop, interval/2, func() { d.sdNotify(sd.SdNotifyWatchdog) })
+		runWatchdog(done, loop, interval/2, func() { d.sdNotify(sd.SdNotifyWatchdog) })
 	})
 	d.log.Debug("systemd watchdog on", zap.Duration("ping_every", interval/2))
 	return func() { close(done); wg.Wait() }

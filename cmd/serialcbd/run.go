@@ -75,6 +75,10 @@ Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdo
 				}
 				return err
 			}
+			if q.config != "" {
+				// SIGHUP: the same file, with the same flag overrides.
+				d.load = func() (*configs.Config, error) { return q.load(cmd) }
+			}
 			ms := serveMetrics(ln, d, log)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

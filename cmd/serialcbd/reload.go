@@ -1,0 +1,287 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+	"go.uber.org/zap"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/serialcbd/serialcbd/asyncloop"
+	"github.com/serialcbd/serialcbd/configs"
+	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/serialcb"
+)
+
+// generation is what the daemon runs now: the ports being read, and the event
+// loop and dispatcher their frames go to. A reload replaces it as a whole;
+// the daemon's current one is read under daemon.mu.
+type generation struct {
+	cfg   *configs.Config
+	loop  *asyncloop.Loop
+	disp  *dispatch.Dispatcher
+	ports []*portRun
+}
+
+// portRun is one port: its Reader and where its frames go. A reload that
+// leaves the port's serial settings alone keeps the portRun (the Reader
+// keeps reading, the device is never closed) and only retargets it.
+type portRun struct {
+	name string // immutable
+	r    *serialcb.Reader
+	log  *zap.Logger
+
+	// mu is held by the frame callback while it checks and submits a frame;
+	// retarget takes it, so once retarget returns no frame of this port can
+	// still reach the previous dispatcher.
+	mu    sync.Mutex
+	disp  *dispatch.Dispatcher      // guarded by mu
+	check atomic.Pointer[portCheck] // written under mu; metrics read it
+	cfg   configs.Port              // owned by the goroutine running daemon.run
+
+	stop context.CancelFunc // ends this port's read loop; set by startPort
+	done chan struct{}      // closed when the read loop returned; err is then set
+	err  error
+}
+
+func newPortRun(p configs.Port, r *serialcb.Reader, c *portCheck, disp *dispatch.Dispatcher, log *zap.Logger) *portRun {
+	pr := &portRun{name: p.Name, r: r, log: log.With(zap.String("port", p.Name)), disp: disp, cfg: p}
+	pr.check.Store(c)
+	return pr
+}
+
+// onFrame is the Reader's callback: validate, then hand the frame to the
+// current dispatcher. The lock is uncontended except during a reload.
+func (p *portRun) onFrame(f serialcb.Frame) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.check.Load().accept(p.log, &f) {
+		p.disp.Submit(f)
+	}
+}
+
+// retarget switches the port's frames to disp with check c. It waits for a
+// frame being submitted to the previous dispatcher (which never waits on
+// I/O, only for room in a queue that its loop empties).
+func (p *portRun) retarget(disp *dispatch.Dispatcher, c *portCheck) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.disp = disp
+	p.check.Store(c)
+}
+
+// current returns the pipeline running now.
+func (d *daemon) current() *generation {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cur
+}
+
+func (d *daemon) setCurrent(p *generation) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cur = p
+}
+
+// startPort runs p's read loop on a goroutine of wg under a context of its
+// own. A read loop that ends while its context is live is a failure, sent
+// to failed if nothing is there yet.
+func (d *daemon) startPort(ctx context.Context, wg *sync.WaitGroup, p *portRun, failed chan<- error,
+	read func(ctx context.Context) error) {
+	pctx, cancel := context.WithCancel(ctx)
+	p.stop, p.done = cancel, make(chan struct{})
+	wg.Go(func() {
+		err := read(pctx)
+		p.err = err
+		close(p.done)
+		if pctx.Err() == nil {
+			select {
+			case failed <- fmt.Errorf("port %s: %w", p.name, err):
+			default:
+			}
+		}
+	})
+}
+
+// reloader applies a SIGHUP to a running daemon. It lives on the goroutine
+// running daemon.run, which owns the read loops.
+type reloader struct {
+	d        *daemon
+	ctx      context.Context // the daemon's: sink starts
+	readCtx  context.Context // parent of every read loop
+	readers  *sync.WaitGroup // the read loops'
+	retiring *sync.WaitGroup // old pipelines draining
+	failed   chan<- error
+}
+
+// reload re-reads the configuration and applies it; it reports whether
+// the event loop changed. An invalid configuration is logged and the
+// running one carries on untouched. Nothing here runs on the event loop:
+// loading, opening sinks and waiting for read loops are I/O.
+func (rl *reloader) reload() (loopChanged bool) {
+	d := rl.d
+	if d.load == nil {
+		d.log.Warn("SIGHUP ignored: no config file to re-read (quick mode); restart to change the flags")
+		return false
+	}
+	d.sdNotify(sd.SdNotifyReloading)
+	defer d.sdNotify(sd.SdNotifyReady)
+	fail := func(err error) {
+		d.log.Error("config reload rejected; the running configuration carries on", zap.Error(err))
+	}
+	cfg, err := d.load()
+	if err != nil {
+		fail(err)
+		return false
+	}
+	nd, err := build(cfg, d.reg, d.log)
+	if err != nil {
+		fail(err)
+		return false
+	}
+	old := d.current()
+	if keys := restartOnly(old.cfg, cfg); len(keys) > 0 {
+		d.log.Warn("config reload: these settings take effect at the next restart", zap.Strings("keys", keys))
+	}
+	next := &generation{cfg: cfg, loop: old.loop, disp: old.disp}
+	newDelivery := !sameDelivery(old.cfg, cfg)
+	if newDelivery {
+		nd.loop.Start()
+		if err := nd.disp.Start(rl.ctx); err != nil {
+			shutdownLoop(nd.loop)
+			fail(errors.Join(err, nd.disp.Close()))
+			return false
+		}
+		next.loop, next.disp = nd.loop, nd.disp
+	} else if err := nd.disp.Close(); err != nil { // never started: nothing to drain
+		d.log.Warn("closing unused sinks of the reloaded config", zap.Error(err))
+	}
+
+	byName := map[string]*portRun{}
+	for _, p := range old.ports {
+		byName[p.name] = p
+	}
+	newPorts := nd.current().ports
+	var kept []*portRun
+	var keptChecks []*portCheck
+	var start []*portRun
+	for i, pc := range cfg.Ports {
+		if p := byName[pc.Name]; p != nil && sameSerial(p.cfg, pc) {
+			delete(byName, pc.Name)
+			c := p.check.Load()
+			if p.cfg.Validate != pc.Validate || p.cfg.OnInvalid != pc.OnInvalid {
+				c = newPorts[i].check.Load()
+			}
+			p.cfg = pc
+			kept, keptChecks = append(kept, p), append(keptChecks, c)
+			next.ports = append(next.ports, p)
+			continue
+		}
+		np := newPorts[i]
+		np.disp = next.disp // not running yet: no lock needed
+		start = append(start, np)
+		next.ports = append(next.ports, np)
+	}
+	// Removed and changed ports stop first: a changed one must free its
+	// device before its successor opens it. Their frames went to the old
+	// dispatcher, which is drained below.
+	var stopped []*portRun
+	for _, p := range old.ports {
+		if byName[p.name] == p {
+			p.stop()
+			<-p.done
+			d.logInvalid(p.check.Load(), p.name)
+			stopped = append(stopped, p)
+		}
+	}
+	for i, p := range kept {
+		prev := p.check.Load()
+		p.retarget(next.disp, keptChecks[i])
+		if prev != keptChecks[i] {
+			d.logInvalid(prev, p.name) // no longer used by the read loop
+		}
+	}
+	d.setCurrent(next)
+	for _, p := range start {
+		d.startPort(rl.readCtx, rl.readers, p, rl.failed, func(ctx context.Context) error { return p.r.Run(ctx, p.onFrame) })
+	}
+	if newDelivery {
+		// No port submits to the old dispatcher any more: its Drain, handed
+		// to its loop with CallSoon, comes after every frame it was given.
+		rl.retiring.Go(func() { d.retire(old) })
+	}
+	d.log.Info("config reloaded", zap.String("file", cfg.File()), zap.Int("ports_kept", len(kept)),
+		zap.Int("ports_started", len(start)), zap.Int("ports_stopped", len(stopped)),
+		zap.Int("sinks", len(cfg.Sinks)), zap.Bool("sinks_restarted", newDelivery))
+	return newDelivery
+}
+
+// retire drains an old pipeline's dispatcher, stops its loop and closes its
+// sinks: frames it was handed are delivered by the sinks they were routed to.
+func (d *daemon) retire(old *generation) {
+	dctx, cancel := context.WithTimeout(context.Background(), d.drainTimeout)
+	defer cancel()
+	if err := old.disp.Drain(dctx); err != nil {
+		d.log.Error("reload: drain deadline of the previous sinks passed; undelivered frames were logged above", zap.Error(err))
+	}
+	shutdownLoop(old.loop)
+	if err := old.disp.Close(); err != nil {
+		d.log.Error("reload: closing the previous sinks", zap.Error(err))
+	}
+	st := old.disp.Stats()
+	d.log.Info("previous sinks drained", zap.Uint64("frames", st.Submitted), zap.Uint64("delivered", st.Delivered), zap.Uint64("failed", st.Failed))
+}
+
+// shutdownLoop stops a loop whose frames are drained.
+func shutdownLoop(l *asyncloop.Loop) {
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = l.Shutdown(sctx)
+}
+
+// restartOnly lists the settings that differ between a and b but that a
+// reload does not apply: the logger, the metrics listener and the stop
+// settings are set up once.
+func restartOnly(a, b *configs.Config) []string {
+	var keys []string
+	for _, k := range []struct {
+		key  string
+		same bool
+	}{
+		{"log", a.Log == b.Log},
+		{"metrics_addr", reflect.DeepEqual(a.MetricsAddr, b.MetricsAddr)},
+		{"drain_timeout", a.DrainTimeout == b.DrainTimeout},
+		{"require_ports", a.RequirePorts == b.RequirePorts},
+	} {
+		if !k.same {
+			keys = append(keys, k.key)
+		}
+	}
+	return keys
+}
+
+// sameSerial reports whether a port can keep its Reader: every setting the
+// Reader uses is unchanged (validation is the callback's and switches live).
+func sameSerial(a, b configs.Port) bool {
+	a.Validate, a.OnInvalid = "", ""
+	b.Validate, b.OnInvalid = "", ""
+	return a == b
+}
+
+// sameDelivery reports whether the old dispatcher, loop and sinks can serve
+// b: same sinks, same routes (invalid-frame routes included), same loop.
+// Sinks are compared as YAML, so that a block moved to other lines of the
+// file (its yaml.Node positions) is not a change.
+func sameDelivery(a, b *configs.Config) bool {
+	ya, erra := yaml.Marshal(a.Sinks)
+	yb, errb := yaml.Marshal(b.Sinks)
+	return erra == nil && errb == nil && bytes.Equal(ya, yb) &&
+		a.Loop == b.Loop && reflect.DeepEqual(routes(a), routes(b))
+}
