@@ -57,13 +57,16 @@ type Future[T any] struct {
 func Submit[T any](l *Loop, fn func(ctx context.Context) (T, error)) *Future[T] {
 	f := &Future[T]{loop: l, fn: fn}
 	f.ctx.init(&f.mu, l)
+	// Counted before the task can run, so that no Stats snapshot shows it
+	// completed but not submitted; taken back if the queue refuses it.
+	l.submitted.Add(1)
 	if err := l.enqueue(f); err != nil {
+		l.submitted.Add(^uint64(0))
 		l.rejected.Add(1)
 		var zero T
 		f.Resolve(zero, err)
 		return f
 	}
-	l.submitted.Add(1)
 	return f
 }
 
