@@ -254,7 +254,7 @@ func New(cfg Config, log *zap.Logger) (*Sink, error) {
 // Start loads the CA file, if any, and builds the HTTP client. It does not
 // contact the endpoint: an endpoint that is down at start is a retryable
 // condition of the first Write, not a failed start.
-func (s *Sink) Start(context.Context) error {
+func (s *Sink) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -298,7 +298,31 @@ func (s *Sink) Start(context.Context) error {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	s.log.Debug("http sink started", zap.String("url", s.safeURL), zap.Int("max_conns", s.cfg.MaxConns))
+	s.probe(ctx, dialTimeout)
 	return nil
+}
+
+// probe tells the operator at start, in one line, that the endpoint does
+// not answer. It is not an error: the daemon carries on, and frames wait in
+// the sink's queue and are retried until the endpoint answers.
+func (s *Sink) probe(ctx context.Context, timeout time.Duration) {
+	req := &http.Request{URL: s.url}
+	if proxy, err := http.ProxyFromEnvironment(req); err != nil || proxy != nil {
+		return // the endpoint is reached through a proxy: dialling it says nothing
+	}
+	host := s.url.Host
+	if s.url.Port() == "" {
+		host = net.JoinHostPort(s.url.Hostname(), map[string]string{"http": "80", "https": "443"}[s.url.Scheme])
+	}
+	dctx, cancel := context.WithTimeout(ctx, min(timeout, 2*time.Second))
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", host)
+	if err != nil {
+		s.log.Warn("HTTP sink unreachable at start; starting anyway: frames wait in the sink's queue and are retried until it answers",
+			zap.String("url", s.safeURL), zap.Error(err))
+		return
+	}
+	_ = conn.Close()
 }
 
 // Write delivers the batch. With FormatJSON it POSTs every frame, up to

@@ -459,8 +459,9 @@ func TestConcurrencyAndConnectionReuse(t *testing.T) {
 		if p := peak.Load(); p > maxConns {
 			t.Errorf("%s: %d requests in flight, want at most %d", path, p, maxConns)
 		}
-		if c := conns.Load(); c > maxConns {
-			t.Errorf("%s: %d connections for 300 requests, want at most %d (reused)", path, c, maxConns)
+		// +1: Start's reachability probe opens one connection and closes it.
+		if c := conns.Load(); c > maxConns+1 {
+			t.Errorf("%s: %d connections for 300 requests, want at most %d (reused) + 1 (start probe)", path, c, maxConns)
 		}
 	}
 }
