@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +36,14 @@ func runDaemon(t *testing.T, cfg *configs.Config) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &running{d: d, logs: logs, stop: startBuilt(t, d)}
+}
+
+// startBuilt runs a built daemon until it is ready, or fails the test, and
+// returns an idempotent stop that checks run returned nil (also registered
+// as a cleanup).
+func startBuilt(t *testing.T, d *daemon) (stop func()) {
+	t.Helper()
 	ready := make(chan struct{})
 	d.ready = func() { close(ready) }
 	ctx, cancel := context.WithCancel(context.Background())
@@ -50,20 +59,17 @@ func runDaemon(t *testing.T, cfg *configs.Config) *running {
 		<-done
 		t.Fatal("daemon not ready after 10s")
 	}
-	stopped := false
-	r := &running{d: d, logs: logs}
-	r.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("daemon: %v", err)
-		}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("daemon: %v", err)
+			}
+		})
 	}
-	t.Cleanup(r.stop)
-	return r
+	t.Cleanup(stop)
+	return stop
 }
 
 // jsonlRecords returns port and payload of each record of a file sink.

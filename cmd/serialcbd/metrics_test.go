@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -66,17 +65,7 @@ func startPipeline(t *testing.T, withMetrics bool) *pipeline {
 			t.Fatalf("/readyz before start: %d %s", code, body)
 		}
 	}
-	ready := make(chan struct{})
-	d.ready = func() { close(ready) }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.run(ctx) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("daemon did not start: %v", err)
-	}
+	stopDaemon := startBuilt(t, d)
 	stopped := false
 	p.stop = func() {
 		t.Helper()
@@ -84,10 +73,7 @@ func startPipeline(t *testing.T, withMetrics bool) *pipeline {
 			return
 		}
 		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("daemon: %v", err)
-		}
+		stopDaemon()
 		if err := ms.Close(); err != nil {
 			t.Errorf("metrics server close: %v", err)
 		}

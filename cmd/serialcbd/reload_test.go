@@ -2,12 +2,10 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -32,29 +30,7 @@ func runFromFile(t *testing.T, file string) *running {
 		t.Fatal(err)
 	}
 	d.load = func() (*configs.Config, error) { return configs.Load(file) }
-	ready := make(chan struct{})
-	d.ready = func() { close(ready) }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.run(ctx) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("daemon did not start: %v", err)
-	}
-	var once sync.Once
-	r := &running{d: d, logs: logs}
-	r.stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("daemon: %v", err)
-			}
-		})
-	}
-	t.Cleanup(r.stop)
-	return r
+	return &running{d: d, logs: logs, stop: startBuilt(t, d)}
 }
 
 // complete counts the complete records of a file sink while it may be
