@@ -2,10 +2,8 @@ package serialcb
 
 import (
 	"bytes"
-	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 )
 
@@ -74,41 +72,7 @@ func TestGoldenFramers(t *testing.T) {
 				if !ok {
 					t.Fatalf("%s is not listed in framerGoldenCases[%q]", name, dir)
 				}
-				f, err := ParseFraming(tc.spec)
-				if err != nil {
-					t.Fatal(err)
-				}
-				in, err := os.ReadFile(path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got := transcript(f, tc.max, cloneChunks([][]byte{in}))
-				goldenPath := strings.TrimSuffix(path, ".bin") + ".golden"
-				if *update {
-					if err := os.WriteFile(goldenPath, []byte(got), 0o644); err != nil {
-						t.Fatal(err)
-					}
-				}
-				wantB, err := os.ReadFile(goldenPath)
-				if err != nil {
-					t.Fatalf("%v (run with -update to create it)", err)
-				}
-				want := string(wantB)
-				if got != want {
-					t.Fatalf("whole input:\ngot:\n%s\nwant:\n%s", got, want)
-				}
-				for i := range len(in) + 1 {
-					if got := transcript(f, tc.max, cloneChunks([][]byte{in[:i], in[i:]})); got != want {
-						t.Fatalf("split at %d:\ngot:\n%s\nwant:\n%s", i, got, want)
-					}
-				}
-				bytewise := make([][]byte, len(in))
-				for i := range in {
-					bytewise[i] = in[i : i+1]
-				}
-				if got := transcript(f, tc.max, cloneChunks(bytewise)); got != want {
-					t.Fatalf("one byte at a time:\ngot:\n%s\nwant:\n%s", got, want)
-				}
+				checkGolden(t, tc.spec, tc.max, path)
 			})
 		}
 	}
