@@ -3,6 +3,7 @@ package serialcb
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"sync"
@@ -24,6 +25,34 @@ type Frame struct {
 	// Payload holds the frame's exact bytes without the delimiter. The frame
 	// owns it: callers may keep it.
 	Payload []byte
+	// Fields holds the named values a decoder found in the payload, as one
+	// JSON object ({"name":value,...}); nil when the port has no decoder or
+	// the decoder found nothing. Encoded once, where the frame is cut, so
+	// every sink writes the same bytes and the spool keeps them.
+	Fields []byte
+}
+
+// Field returns the value of the top-level field name in f.Fields: a JSON
+// string unquoted, any other value (number, bool, object) as its JSON text.
+// ok is false when there is no such field. It is for templates and routing
+// rules, not for hot loops over many names.
+func (f *Frame) Field(name string) (value string, ok bool) {
+	if len(f.Fields) == 0 {
+		return "", false
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(f.Fields, &m) != nil {
+		return "", false
+	}
+	raw, ok := m[name]
+	if !ok {
+		return "", false
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s, true
+	}
+	return string(raw), true
 }
 
 // ID is a UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then a 12-bit
