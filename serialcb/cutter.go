@@ -28,12 +28,16 @@ type Cutter struct {
 
 // NewCutter returns a Cutter for f. A maxFrame below 1, or below the length
 // of f's delimiter (for Lines), is raised to that: a smaller limit could not
-// hold even an empty frame.
+// hold even an empty frame. For the idle framer, whose boundary (silence)
+// takes no bytes, a frame of exactly maxFrame bytes is held and emitted.
 func NewCutter(f Framer, maxFrame int) *Cutter {
 	c := &Cutter{f: f, max: max(maxFrame, 1)}
 	c.res, _ = f.(resumer)
 	if b, ok := f.(boundaryLen); ok {
 		c.max = max(c.max, b.boundaryLen())
+	}
+	if _, ok := f.(gapBounded); ok {
+		c.max++ // the buffer holds < max bytes: let it hold maxFrame
 	}
 	return c
 }
@@ -128,6 +132,44 @@ func (c *Cutter) reportOversize(oversize func(int), n int) {
 		oversize(n)
 	}
 }
+
+// Flush ends the frame in progress where the stream stands, as a boundary
+// would: the read loop calls it when the line has been silent for the gap
+// of an IdleFlusher framer. A pending partial frame goes to emit (payload
+// valid only during the call; a delimiter framer may trim it, as Lines
+// trims a trailing '\r') and Flush returns true. An oversize frame being
+// skipped ends there instead: oversize gets its total dropped, as at a
+// boundary, and cutting resynchronises. With nothing held Flush does
+// nothing. Either callback may be nil.
+func (c *Cutter) Flush(emit func(payload []byte), oversize func(dropped int)) bool {
+	if c.skipping {
+		n := c.dropped + len(c.buf)
+		c.Reset()
+		c.reportOversize(oversize, n)
+		return false
+	}
+	if len(c.buf) == 0 {
+		return false
+	}
+	p := c.buf
+	c.buf = c.buf[:0]
+	c.scanned = 0
+	if fin, ok := c.f.(finisher); ok {
+		p = fin.finish(p)
+	}
+	if len(p) == 0 {
+		return false // noise, such as a lone '\r'
+	}
+	if emit != nil {
+		emit(p)
+	}
+	return true
+}
+
+// Busy reports whether a frame is in progress: a partial frame is held
+// (Pending) or an oversize one is being skipped (Dropping). The read loop
+// arms its idle timeout only while it is.
+func (c *Cutter) Busy() bool { return len(c.buf) > 0 || c.skipping }
 
 // Pending returns the partial frame held, for a flush or a log line at stop;
 // it is nil while an oversize frame is being skipped (see Dropping). The

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Framer finds frame boundaries. Implementations hold no buffer of their
@@ -36,16 +37,48 @@ type boundaryLen interface {
 	boundaryLen() int
 }
 
-// lines is the Framer returned by Lines.
+// IdleFlusher is an optional Framer capability: the framer wants the frame
+// in progress ended (Cutter.Flush) once the line has been silent for
+// IdleGap. The idle framer (Idle, IdleChars) has no other boundary; Lines
+// with a flush (LinesFlush) uses it for a partial line a device never ends.
+//
+// The Reader asks once, at NewReader, and arms a read timeout of that gap
+// only while a frame is in progress; with nothing pending it reads without
+// a timeout, so an idle port costs no CPU.
+type IdleFlusher interface {
+	// IdleGap returns the silence that ends a frame on a line with cfg's
+	// settings (Baud, DataBits, Parity, StopBits; see PortConfig.CharTime);
+	// 0 means never.
+	IdleGap(cfg PortConfig) time.Duration
+}
+
+// gapBounded is an optional Framer capability: the framer's only boundary
+// is silence, which takes no bytes in the stream, so the Cutter holds up to
+// max bytes pending (not max-1, as when a delimiter must still fit).
+type gapBounded interface {
+	gapBounded()
+}
+
+// finisher is an optional Framer capability: finish turns the partial
+// frame a Flush ends into its payload (nil: noise), as Split would have if
+// a boundary had followed. It may rewrite buf in place.
+type finisher interface {
+	finish(buf []byte) []byte
+}
+
+// lines is the Framer returned by Lines and LinesFlush.
 type lines struct {
 	delim   []byte
-	stripCR bool // delim is "\n": drop a '\r' before it too
+	stripCR bool          // delim is "\n": drop a '\r' before it too
+	flush   time.Duration // idle flush of a partial line, or 0
 }
 
 var (
 	_ Framer      = lines{}
 	_ resumer     = lines{}
 	_ boundaryLen = lines{}
+	_ IdleFlusher = lines{}
+	_ finisher    = lines{}
 )
 
 // Lines returns a Framer for delimiter-terminated frames; the payload is
@@ -63,6 +96,32 @@ func Lines(delim []byte) Framer {
 	}
 	d := bytes.Clone(delim)
 	return lines{delim: d, stripCR: len(d) == 1 && d[0] == '\n'}
+}
+
+// LinesFlush is Lines(delim) with an idle flush: a partial line that has
+// waited after of silence on the line is emitted as a frame (the Reader
+// counts it in ReaderStats.Flushed), for devices that end their last line
+// late or never, such as a prompt. A '\r' ending the flushed part is
+// removed when delim is "\n", as it would have been before the '\n'. An
+// after of 0 or less means no flush, like Lines.
+func LinesFlush(delim []byte, after time.Duration) Framer {
+	l := Lines(delim).(lines)
+	l.flush = max(after, 0)
+	return l
+}
+
+// IdleGap implements IdleFlusher: the flush delay, whatever the line.
+func (l lines) IdleGap(PortConfig) time.Duration { return l.flush }
+
+// finish implements finisher.
+func (l lines) finish(buf []byte) []byte {
+	if l.stripCR && len(buf) > 0 && buf[len(buf)-1] == '\r' {
+		buf = buf[:len(buf)-1]
+	}
+	if len(buf) == 0 {
+		return nil
+	}
+	return buf[:len(buf):len(buf)]
 }
 
 // Split implements Framer.
@@ -107,6 +166,12 @@ const framingSpecs = framingHelp
 //	""  or "lines"     Lines("\n") (strips a '\r' before the '\n')
 //	"lines:<delim>"    Lines(delim); delim is unquoted with Go escapes, so
 //	                   `lines:\r\n`, `lines:\x03`, `lines:;` all work
+//	"lines[:<delim>]:flush=DUR"
+//	                   LinesFlush: the same, and a partial line is a frame
+//	                   after DUR (a Go duration: 200ms, 1.5s) of silence
+//	"idle:Nc"          IdleChars(N): a frame ends after N character times
+//	                   of silence (idle:3.5c for Modbus RTU)
+//	"idle:DUR"         Idle(DUR): a frame ends after DUR of silence (idle:5ms)
 //	"fixed:N"          Fixed(N): every N bytes
 //	"len:T[:offset=K][:inclusive]"
 //	                   Len: a length field of type T (u8, u16be, u16le,
@@ -120,26 +185,70 @@ const framingSpecs = framingHelp
 //	"regex:EXPR"       Regex: each match of the Go regexp EXPR is a frame
 //
 // The arguments of regex and lines are taken verbatim after the first
-// colon, so they may contain colons.
+// colon, so they may contain colons; a lines argument that ends with
+// ":flush=DUR", or is "flush=DUR", carries the flush option.
+// Durations run from 100µs to 1h.
 func ParseFraming(spec string) (Framer, error) {
 	name, arg, hasArg := strings.Cut(spec, ":")
 	switch {
 	case spec == "" || spec == "lines":
 		return Lines(nil), nil
 	case name == "lines" && hasArg:
-		delim, err := unescape(arg)
-		if err != nil {
-			return nil, fmt.Errorf("framing %q: delimiter: %w", spec, err)
+		var flush time.Duration
+		if d, ok := strings.CutPrefix(arg, "flush="); ok {
+			arg = ""
+			flush = -1
+			if v, err := parseGap(d); err == nil {
+				flush = v
+			}
+		} else if i := strings.LastIndex(arg, ":flush="); i >= 0 {
+			flush = -1
+			if v, err := parseGap(arg[i+len(":flush="):]); err == nil {
+				flush = v
+			}
+			arg = arg[:i]
+			if arg == "" {
+				return nil, fmt.Errorf("framing %q: empty delimiter (use \"lines:flush=DUR\" for newline)", spec)
+			}
 		}
-		if delim == "" {
-			return nil, fmt.Errorf("framing %q: empty delimiter (use \"lines\" for newline)", spec)
+		if flush < 0 {
+			return nil, fmt.Errorf("framing %q: flush: want a duration from %v to %v, such as flush=200ms", spec, minGap, maxGap)
 		}
-		return Lines([]byte(delim)), nil
+		delim := ""
+		if arg != "" || flush == 0 {
+			var err error
+			if delim, err = unescape(arg); err != nil {
+				return nil, fmt.Errorf("framing %q: delimiter: %w", spec, err)
+			}
+			if delim == "" {
+				return nil, fmt.Errorf("framing %q: empty delimiter (use \"lines\" for newline)", spec)
+			}
+		}
+		return LinesFlush([]byte(delim), flush), nil
 	}
 	if f, ok, err := parseBinaryFraming(spec); ok {
 		return f, err
 	}
 	return nil, fmt.Errorf("unknown framing %q: valid specs are %s", spec, framingSpecs)
+}
+
+// Bounds of an idle gap or flush delay given as a duration: below 100µs the
+// scheduler, not the line, decides when a read returns.
+const (
+	minGap = 100 * time.Microsecond
+	maxGap = time.Hour
+)
+
+// parseGap parses a Go duration within [minGap, maxGap].
+func parseGap(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	if d < minGap || d > maxGap {
+		return 0, fmt.Errorf("%v is out of range", d)
+	}
+	return d, nil
 }
 
 // unescape interprets Go escapes (\r, \n, \t, \xNN, \NNN, \uNNNN, \\) in s;

@@ -176,6 +176,34 @@ func (c PortConfig) withDefaults() PortConfig {
 	return c
 }
 
+// CharTime returns how long one character takes on c's line: a start bit,
+// the data bits, a parity bit unless parity is none, and the stop bits, at
+// Baud bits per second. Zero fields count as their defaults (8 data bits,
+// no parity, 1 stop bit); a Baud of 0 or less gives 0. Modbus RTU's 8E1 at
+// 9600 baud is 11 bits: 1.146 ms.
+func (c PortConfig) CharTime() time.Duration { return c.charTimes(1) }
+
+// charTimes returns n character times, rounded once (so 3.5 of them are
+// not 3.5 times a rounded one).
+func (c PortConfig) charTimes(n float64) time.Duration {
+	if c.Baud <= 0 {
+		return 0
+	}
+	bits := 1.0 + float64(DefaultDataBits)
+	if c.DataBits != 0 {
+		bits = 1 + float64(c.DataBits)
+	}
+	if c.Parity != "" && c.Parity != ParityNone {
+		bits++
+	}
+	if c.StopBits != 0 {
+		bits += c.StopBits
+	} else {
+		bits++
+	}
+	return time.Duration(n * bits * float64(time.Second) / float64(c.Baud))
+}
+
 func (c PortConfig) mode() *serial.Mode {
 	stop := serial.OneStopBit
 	switch c.StopBits {

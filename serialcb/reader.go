@@ -3,6 +3,7 @@ package serialcb
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,12 +40,16 @@ type Reader struct {
 	cfg PortConfig // defaults applied
 	log *zap.Logger
 	gen IDGen
+	// idleGap is the silence that ends a frame in progress (the framer's
+	// IdleFlusher gap for this line), or 0.
+	idleGap time.Duration
 
 	running    atomic.Bool
 	opened     chan struct{} // closed at the first successful open
 	openedOnce sync.Once
 
 	bytes, frames, oversize, oversizeBytes, reconnects, silences atomic.Uint64
+	timeouts, flushed                                            atomic.Uint64
 	up                                                           atomic.Bool
 
 	// Owned by the goroutine in Run.
@@ -69,6 +74,15 @@ type ReaderStats struct {
 	Reconnects uint64
 	// SilenceReopens counts reopens forced by the silence watchdog.
 	SilenceReopens uint64
+	// ReadTimeouts counts reads that returned no byte because the idle gap
+	// passed. The timeout is armed only while a frame is in progress, so
+	// each one ends a frame (Flushed, or Oversize when it was too long):
+	// an idle port adds nothing here.
+	ReadTimeouts uint64
+	// Flushed counts frames ended by the idle gap rather than by a boundary
+	// in the bytes (all frames with idle framing, partial lines with a
+	// lines flush); they are counted in Frames too.
+	Flushed uint64
 	// Up is true while the port is open.
 	Up bool
 }
@@ -83,13 +97,22 @@ func NewReader(cfg PortConfig, log *zap.Logger) (*Reader, error) {
 		log = zap.NewNop()
 	}
 	cfg = cfg.withDefaults()
-	return &Reader{
+	r := &Reader{
 		cfg:    cfg,
 		log:    log.With(zap.String("port", cfg.Name), zap.String("path", cfg.Path)),
 		cutter: NewCutter(cfg.Framer, cfg.MaxFrame),
 		opened: make(chan struct{}),
-	}, nil
+	}
+	if f, ok := cfg.Framer.(IdleFlusher); ok {
+		r.idleGap = max(f.IdleGap(cfg), 0)
+	}
+	return r, nil
 }
+
+// IdleGap returns the silence after which the Reader ends a frame in
+// progress (see IdleFlusher), computed from the framer and the line
+// settings; 0 when the framer needs none.
+func (r *Reader) IdleGap() time.Duration { return r.idleGap }
 
 // Opened is closed once the port has been opened for the first time, so a
 // caller can tell "running" from "still waiting for the device".
@@ -104,6 +127,8 @@ func (r *Reader) Stats() ReaderStats {
 		OversizeBytes:  r.oversizeBytes.Load(),
 		Reconnects:     r.reconnects.Load(),
 		SilenceReopens: r.silences.Load(),
+		ReadTimeouts:   r.timeouts.Load(),
+		Flushed:        r.flushed.Load(),
 		Up:             r.up.Load(),
 	}
 }
@@ -119,6 +144,16 @@ func (r *Reader) Stats() ReaderStats {
 // reopens with capped exponential backoff, logging the return at Info.
 // Reads block without a timeout, so an idle port costs no CPU; when ctx is
 // done Run closes the port to wake the blocked read and returns promptly.
+//
+// With a framer that ends frames on silence (IdleFlusher: idle framing, or
+// lines with a flush), a read is given a timeout of the idle gap only while
+// a frame is in progress; when it times out the frame is ended (Cutter.Flush)
+// and reads block without a timeout again. A flushed frame's ReceivedAt is
+// when its last bytes were read, not when the gap ran out.
+// go.bug.st/serial times reads with select(2) (its termios has VMIN=1,
+// VTIME=0, so VTIME's 0.1 s steps play no part): the timeout has microsecond
+// resolution and ends gap plus the kernel's timer slack (50 µs by default)
+// and scheduling delay after the read began.
 //
 // Run returns an error only if the Reader is already running or onFrame is
 // nil. A Reader may run again after Run returns; Seq carries on.
@@ -258,7 +293,18 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, now *time.Time,
 		port.Close() // idempotent
 	}()
 
+	armed := false // the idle read timeout is set
 	for {
+		if r.idleGap > 0 && r.cutter.Busy() != armed {
+			armed = !armed
+			to := time.Duration(serial.NoTimeout)
+			if armed {
+				to = r.idleGap
+			}
+			if err := port.SetReadTimeout(to); err != nil {
+				return fmt.Errorf("set read timeout: %w", err)
+			}
+		}
 		n, err := port.Read(r.buf)
 		if n > 0 {
 			if watchdog != nil {
@@ -273,6 +319,13 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, now *time.Time,
 			return ErrSilent
 		case err != nil:
 			return err
+		case n == 0 && armed:
+			// The line was silent for the gap: the frame in progress ends.
+			// *now stays the time its last bytes were read.
+			r.timeouts.Add(1)
+			if r.cutter.Flush(emit, oversize) {
+				r.flushed.Add(1)
+			}
 		case n == 0:
 			return errNoData
 		}
