@@ -12,9 +12,15 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"os"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -32,14 +38,88 @@ type Config struct {
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	// RequirePorts makes a port missing at start fatal (exit 2); by default
 	// the daemon starts and opens the port when it appears.
-	RequirePorts bool    `yaml:"require_ports"`
-	Loop         Loop    `yaml:"loop"`
-	Ports        []Port  `yaml:"ports"`
-	Sinks        []Sink  `yaml:"sinks"`
-	Routes       []Route `yaml:"routes"`
+	RequirePorts bool `yaml:"require_ports"`
+	// StateDir holds each sink's spool and dead letters:
+	// STATE_DIR/SINK/spool/ and STATE_DIR/SINK/dead.jsonl. Parse sets
+	// DefaultStateDir when the file has no state_dir; "" (a Config built
+	// in code) means no spool.
+	StateDir string  `yaml:"state_dir"`
+	Spool    Spool   `yaml:"spool"`
+	Loop     Loop    `yaml:"loop"`
+	Ports    []Port  `yaml:"ports"`
+	Sinks    []Sink  `yaml:"sinks"`
+	Routes   []Route `yaml:"routes"`
+	// RoutesDefault names the sinks of the frames no route matches.
+	RoutesDefault []string `yaml:"routes_default"`
+	// UnroutedSink, without routes_default, gets the frames no route
+	// matches; without either, such frames are dropped. Both count them.
+	UnroutedSink string `yaml:"unrouted_sink"`
 
 	file  string
 	lines map[string]int
+}
+
+// DefaultStateDir is state_dir when the config file does not set it.
+const DefaultStateDir = "./serialcbd-state"
+
+// Spool configures the per-sink on-disk spools.
+type Spool struct {
+	// Enabled is true unless set to false: then frames wait for their
+	// sinks in memory only, and a crash or an outage longer than the
+	// queues loses them.
+	Enabled *bool `yaml:"enabled"`
+	// Sync is when appended frames are fsynced: batch (every group commit),
+	// interval (every SyncEvery; the default) or none (the kernel decides).
+	Sync      string        `yaml:"sync"`
+	SyncEvery time.Duration `yaml:"sync_every"`
+	// MaxBytes caps each sink's spool on disk, e.g. 512MiB or 2GB; 0 is no
+	// cap but the disk. Default DefaultSpoolMaxBytes.
+	MaxBytes *ByteSize `yaml:"max_bytes"`
+	// OnFull is drop-oldest (the default: the oldest frames are deleted,
+	// counted and logged) or block (reading pauses until there is room).
+	OnFull string `yaml:"on_full"`
+}
+
+// DefaultSpoolMaxBytes caps a sink's spool when max_bytes is not set.
+const DefaultSpoolMaxBytes = 1 << 30
+
+// On reports whether spools are enabled.
+func (s Spool) On() bool { return s.Enabled == nil || *s.Enabled }
+
+// ByteSize is a size in bytes written as an integer or with a unit:
+// 4096, 64KiB, 512MiB, 2GiB, 1GB.
+type ByteSize int64
+
+// UnmarshalYAML parses a size with an optional unit.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseByteSize(n.Value)
+	if err != nil {
+		return err
+	}
+	*b = v
+	return nil
+}
+
+// ParseByteSize parses "4096", "64KiB", "512MiB", "2GiB", "1GB", "10MB", "1kB".
+func ParseByteSize(s string) (ByteSize, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(t, u.suffix); ok {
+			t, mult = strings.TrimSpace(num), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("size %q: expected a number of bytes with an optional unit (KiB, MiB, GiB, kB, MB, GB), e.g. 512MiB", s)
+	}
+	return ByteSize(n * mult), nil
 }
 
 // Log sets up logging.
@@ -76,6 +156,12 @@ type Port struct {
 	// port name InvalidPort returns. Without routes, such a sink gets no
 	// valid frames.
 	OnInvalid string `yaml:"on_invalid"`
+	// Decode names the fields of every valid frame (a decode.Parse spec
+	// such as nmea, csv:ms,temp or regex:EXPR); they travel with the frame
+	// as "fields". A frame the decoder cannot read keeps its payload,
+	// without fields. "" decodes nothing. The spec is checked by
+	// serialcbd, which owns the decoders, at ports[i].decode.
+	Decode string `yaml:"decode"`
 }
 
 // InvalidSink returns the sink named by on_invalid: sink:NAME, or "" when
@@ -105,6 +191,9 @@ type Sink struct {
 	HTTP        yaml.Node `yaml:"http"`
 	SQLite      yaml.Node `yaml:"sqlite"`
 	File        yaml.Node `yaml:"file"`
+	Postgres    yaml.Node `yaml:"postgres"`
+	MQTT        yaml.Node `yaml:"mqtt"`
+	NATS        yaml.Node `yaml:"nats"`
 }
 
 // Batch bounds how frames are grouped into one write.
@@ -121,10 +210,115 @@ type Retry struct {
 	MaxAge      time.Duration `yaml:"max_age"`
 }
 
-// Route sends the frames of some ports to some sinks.
+// Route is one routing rule. Rules are tried in order; a frame matches
+// when every condition given holds (none given: every frame) and goes to
+// Sinks. See dispatch.Route for the semantics.
 type Route struct {
-	Ports []string `yaml:"ports"` // empty: every port
-	Sinks []string `yaml:"sinks"`
+	Ports []string `yaml:"ports"` // port names; empty: every port
+	// Prefix: the payload starts with these bytes. Escapes \xNN (one
+	// byte), \r, \n, \t, \\, \NNN and \uNNNN are read by serialcbd, so
+	// write it in single quotes, e.g. '\x02AL'.
+	Prefix string `yaml:"prefix"`
+	// Regex: a Go (RE2) regular expression found in the payload.
+	Regex string `yaml:"regex"`
+	// Fields: decoded field NAME equals the value, or matches it when the
+	// value is a regular expression between slashes ("/^E[0-9]+$/").
+	Fields map[string]string `yaml:"fields"`
+	Sinks  []string          `yaml:"sinks"`
+	// Continue: try the next rules after a match too. Default: true for a
+	// rule with ports only (or no conditions), false for one with prefix,
+	// regex or fields.
+	Continue *bool `yaml:"continue"`
+}
+
+// PrefixBytes returns Prefix with its escapes read.
+func (r Route) PrefixBytes() ([]byte, error) {
+	s := r.Prefix
+	var b []byte
+	for s != "" {
+		if s[0] != '\\' {
+			b = append(b, s[0])
+			s = s[1:]
+			continue
+		}
+		c, multibyte, tail, err := strconv.UnquoteChar(s, '"')
+		if err != nil {
+			return nil, errors.New(`bad escape: valid are \r \n \t \\ \xNN \NNN \uNNNN`)
+		}
+		if multibyte {
+			b = utf8.AppendRune(b, c)
+		} else {
+			b = append(b, byte(c))
+		}
+		s = tail
+	}
+	return b, nil
+}
+
+// checkRoutes checks routes, routes_default and unrouted_sink against the
+// names of the ports and sinks.
+func (c *Config) checkRoutes(ports, sinks map[string]bool) error {
+	portNames := func() string { return strings.Join(names(c.Ports, func(p Port) string { return p.Name }), ", ") }
+	checkSinks := func(key string, list []string) error {
+		for j, s := range list {
+			if !sinks[s] {
+				return c.Errorf(fmt.Sprintf("%s[%d]", key, j), "no sink named %q (sinks: %s)", s, strings.Join(names(c.Sinks, func(s Sink) string { return s.Name }), ", "))
+			}
+		}
+		return nil
+	}
+	catchAll := false
+	for i, r := range c.Routes {
+		key := fmt.Sprintf("routes[%d]", i)
+		for j, p := range r.Ports {
+			if !ports[p] {
+				return c.Errorf(fmt.Sprintf("%s.ports[%d]", key, j), "no port named %q (ports: %s)", p, portNames())
+			}
+		}
+		if _, err := r.PrefixBytes(); err != nil {
+			return c.Errorf(key+".prefix", "%v", err)
+		}
+		if r.Regex != "" {
+			if _, err := regexp.Compile(r.Regex); err != nil {
+				return c.Errorf(key+".regex", "bad regular expression (Go RE2 syntax): %v", err)
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(r.Fields)) {
+			v, fkey := r.Fields[name], key+".fields."+name
+			if name == "" {
+				return c.Errorf(key+".fields", "a field name is empty")
+			}
+			if len(v) >= 2 && v[0] == '/' && v[len(v)-1] == '/' {
+				if _, err := regexp.Compile(v[1 : len(v)-1]); err != nil {
+					return c.Errorf(fkey, "bad regular expression (Go RE2 syntax) between the slashes: %v", err)
+				}
+			}
+		}
+		if len(r.Sinks) == 0 {
+			return c.Errorf(key+".sinks", "missing: a route needs at least one sink")
+		}
+		if err := checkSinks(key+".sinks", r.Sinks); err != nil {
+			return err
+		}
+		catchAll = catchAll || len(r.Ports) == 0 && r.Prefix == "" && r.Regex == "" && len(r.Fields) == 0
+	}
+	if err := checkSinks("routes_default", c.RoutesDefault); err != nil {
+		return err
+	}
+	if u := c.UnroutedSink; u != "" {
+		if !sinks[u] {
+			return c.Errorf("unrouted_sink", "no sink named %q (sinks: %s)", u, strings.Join(names(c.Sinks, func(s Sink) string { return s.Name }), ", "))
+		}
+		switch {
+		case len(c.RoutesDefault) > 0:
+			return c.Errorf("unrouted_sink", "%q would get no frame: routes_default takes every frame no route matches (keep one of the two)", u)
+		case len(c.Routes) == 0:
+			return c.Errorf("unrouted_sink", "%q would get no frame: without routes every frame goes to every sink", u)
+		case catchAll:
+			return c.Errorf("unrouted_sink", "%q would get no frame: a route with no conditions matches every frame", u)
+		}
+	}
+	return nil
 }
 
 // Error is a configuration mistake with its place in the file.
@@ -185,6 +379,9 @@ func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Confi
 		}
 		return nil, err
 	}
+	if _, set := c.lines["state_dir"]; !set {
+		c.StateDir = DefaultStateDir
+	}
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -231,6 +428,26 @@ func (c *Config) DecodeBlock(path string, n *yaml.Node, out any) error {
 	return decodeStrict(c.file, path, n, out)
 }
 
+func (c *Config) checkSpool() error {
+	switch c.Spool.Sync {
+	case "", "batch", "interval", "none":
+	default:
+		return c.Errorf("spool.sync", "unknown sync policy %q (expected batch, interval or none)", c.Spool.Sync)
+	}
+	switch c.Spool.OnFull {
+	case "", "drop-oldest", "block":
+	default:
+		return c.Errorf("spool.on_full", "unknown policy %q (expected drop-oldest or block)", c.Spool.OnFull)
+	}
+	if c.Spool.SyncEvery < 0 {
+		return c.Errorf("spool.sync_every", "must not be negative")
+	}
+	if m := c.Spool.MaxBytes; m != nil && (*m < 0 || *m > 0 && *m < 1<<20) {
+		return c.Errorf("spool.max_bytes", "%d bytes is too small: give 0 (no cap) or at least 1MiB", *m)
+	}
+	return nil
+}
+
 // Validate checks the structure that does not need any other package.
 func (c *Config) Validate() error {
 	switch c.Log.Level {
@@ -250,6 +467,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Loop.Queue < 0 || c.Loop.Workers < 0 || c.Loop.BlockTimeout < 0 || c.DrainTimeout < 0 {
 		return c.Errorf("loop", "sizes and timeouts must not be negative")
+	}
+	if err := c.checkSpool(); err != nil {
+		return err
 	}
 	if len(c.Ports) == 0 {
 		return c.Errorf("ports", "no ports: add at least one entry with name and path")
@@ -294,23 +514,7 @@ func (c *Config) Validate() error {
 	if err := c.checkInvalid(ports); err != nil {
 		return err
 	}
-	for i, r := range c.Routes {
-		key := fmt.Sprintf("routes[%d]", i)
-		for j, p := range r.Ports {
-			if !ports[p] {
-				return c.Errorf(fmt.Sprintf("%s.ports[%d]", key, j), "no port named %q (ports: %s)", p, strings.Join(names(c.Ports, func(p Port) string { return p.Name }), ", "))
-			}
-		}
-		if len(r.Sinks) == 0 {
-			return c.Errorf(key+".sinks", "missing: a route needs at least one sink")
-		}
-		for j, s := range r.Sinks {
-			if !sinks[s] {
-				return c.Errorf(fmt.Sprintf("%s.sinks[%d]", key, j), "no sink named %q (sinks: %s)", s, strings.Join(names(c.Sinks, func(s Sink) string { return s.Name }), ", "))
-			}
-		}
-	}
-	return nil
+	return c.checkRoutes(ports, sinks)
 }
 
 // checkInvalid checks on_invalid: drop or sink:NAME of an existing sink,
@@ -346,7 +550,7 @@ func (c *Config) checkInvalid(ports map[string]bool) error {
 		rejects[name] = true
 	}
 	// Without routes, valid frames go to every sink but the on_invalid ones.
-	if len(c.Routes) == 0 && len(rejects) > 0 && len(rejects) == len(c.Sinks) {
+	if len(c.Routes) == 0 && len(c.RoutesDefault) == 0 && len(rejects) > 0 && len(rejects) == len(c.Sinks) {
 		return c.Errorf("sinks", "every sink is an on_invalid target, so valid frames would go nowhere: add a sink or a route")
 	}
 	return nil
@@ -380,7 +584,7 @@ func validName(s string) bool {
 			return false
 		}
 	}
-	return s != ""
+	return s != "" && s != "." && s != ".." // a sink's name is a directory of state_dir
 }
 
 func parentPath(p string) string {

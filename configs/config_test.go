@@ -69,6 +69,18 @@ func TestParseErrors(t *testing.T) {
 		{"no ports", "sinks:\n  - name: a\n    url: stdout\n", nil, []string{"no ports"}},
 		{"duplicate port", strings.Replace(base, "sinks:", "  - name: gps\n    path: /dev/x\nsinks:", 1), nil, []string{"t.yaml:5:", "duplicate port name"}},
 		{"route to unknown sink", base + "routes:\n  - sinks: [nope]\n", nil, []string{"t.yaml:9:", `no sink named "nope"`, "sinks: db"}},
+		{"route to unknown port", base + "routes:\n  - ports: [gsp]\n    sinks: [db]\n", nil, []string{"t.yaml:9:", "routes[0].ports[0]", `no port named "gsp" (ports: gps)`}},
+		{"route without sinks", base + "routes:\n  - ports: [gps]\n", nil, []string{"t.yaml:9:", "routes[0].sinks", "at least one sink"}},
+		{"route bad regex", base + "routes:\n  - sinks: [db]\n    regex: '(ab'\n", nil, []string{"t.yaml:10:", "routes[0].regex", "missing closing )"}},
+		{"route bad field regex", base + "routes:\n  - sinks: [db]\n    fields:\n      kind: alarm\n      code: '/E[0-9/'\n", nil, []string{"t.yaml:12:", "routes[0].fields.code", "missing closing ]"}},
+		{"route bad prefix escape", base + "routes:\n  - sinks: [db]\n    prefix: '\\q'\n", nil, []string{"t.yaml:10:", "routes[0].prefix", "bad escape"}},
+		{"route key typo", base + "routes:\n  - sinks: [db]\n    regx: x\n", nil, []string{"t.yaml:10:", `did you mean "regex"`}},
+		{"route continue not a bool", base + "routes:\n  - sinks: [db]\n    continue: maybe\n", nil, []string{"t.yaml:10:", "routes[0].continue"}},
+		{"routes_default unknown sink", base + "routes_default: [db, nope]\n", nil, []string{"t.yaml:8:", "routes_default[1]", `no sink named "nope"`}},
+		{"unrouted_sink unknown", base + "routes:\n  - ports: [gps]\n    sinks: [db]\nunrouted_sink: nope\n", nil, []string{"t.yaml:11:", "unrouted_sink", `no sink named "nope"`}},
+		{"unrouted_sink with routes_default", base + "routes_default: [db]\nunrouted_sink: db\n", nil, []string{"t.yaml:9:", "unrouted_sink", "routes_default takes every frame"}},
+		{"unrouted_sink without routes", base + "unrouted_sink: db\n", nil, []string{"t.yaml:8:", "without routes every frame goes to every sink"}},
+		{"unrouted_sink after a catch-all", base + "routes:\n  - sinks: [db]\nunrouted_sink: db\n", nil, []string{"t.yaml:10:", "a route with no conditions matches every frame"}},
 		{"syntax", "ports: [\n", nil, []string{"t.yaml", "YAML syntax"}},
 		{"empty", "", nil, []string{"config is empty"}},
 		{"bad level", base + "log:\n  level: loud\n", nil, []string{"t.yaml:9:", "log.level"}},
@@ -125,5 +137,56 @@ func TestDecodeBlockUnknownKey(t *testing.T) {
 	err = c.DecodeBlock("sinks[0].http", &c.Sinks[0].HTTP, &h)
 	if err == nil || !strings.Contains(err.Error(), "t.yaml:10:") || !strings.Contains(err.Error(), `did you mean "headers"`) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// Every routing key decodes; prefix escapes are serialcbd's (one byte per
+// \xNN); a field value may be a number; the example's second rule is a
+// content rule.
+func TestRouteRules(t *testing.T) {
+	y := base + `  - name: alarms
+    url: stdout
+routes:
+  - ports: [gps]
+    sinks: [db]
+  - prefix: '\x02\xffA'
+    regex: '^\x02'
+    fields:
+      kind: alarm
+      code: 42
+      level: /^(high|crit)$/
+    sinks: [alarms, db]
+    continue: true
+routes_default: [db]
+`
+	c, err := Parse("t.yaml", []byte(y), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Routes[1]
+	p, err := r.PrefixBytes()
+	if err != nil || string(p) != "\x02\xffA" {
+		t.Errorf("prefix %q (%v), want 02 ff 41", p, err)
+	}
+	if r.Regex != `^\x02` || r.Fields["kind"] != "alarm" || r.Fields["code"] != "42" || r.Fields["level"] != "/^(high|crit)$/" {
+		t.Errorf("route %+v", r)
+	}
+	if r.Continue == nil || !*r.Continue || c.Routes[0].Continue != nil {
+		t.Errorf("continue: %v, %v", r.Continue, c.Routes[0].Continue)
+	}
+	if len(c.RoutesDefault) != 1 || c.RoutesDefault[0] != "db" || c.UnroutedSink != "" {
+		t.Errorf("routes_default %q, unrouted_sink %q", c.RoutesDefault, c.UnroutedSink)
+	}
+	// A prefix from a double-quoted YAML string arrives with YAML's escapes
+	// already read; plain bytes stand for themselves.
+	if p, err := (Route{Prefix: "$GP"}).PrefixBytes(); err != nil || string(p) != "$GP" {
+		t.Errorf("plain prefix %q, %v", p, err)
+	}
+	ex, err := Parse("example.yaml", Example(), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Routes[1].Regex == "" || ex.Routes[1].Continue != nil {
+		t.Errorf("example's second route %+v: want a regex rule with the default continue", ex.Routes[1])
 	}
 }

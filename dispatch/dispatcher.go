@@ -13,13 +13,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/serialcbd/serialcbd/asyncloop"
+	"github.com/serialcbd/serialcbd/dispatch/spool"
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
 // Errors a frame's future can carry (inside *DeliveryError for per-sink ones).
 var (
 	ErrBacklogFull = errors.New("sink backlog full: frames arrive faster than the sink takes them")
-	ErrUnrouted    = errors.New("no route matches the frame's port")
+	ErrUnrouted    = errors.New("no route matches the frame")
 	ErrStopped     = errors.New("stopped before delivery: the drain deadline passed")
 )
 
@@ -41,6 +42,20 @@ type Options struct {
 	// dead sink never stalls a port or the other sinks.
 	MaxPending int
 	Retry      RetryPolicy
+	// OpenSpool, when set, makes the lane store-and-forward: every frame
+	// is appended to the spool (group commits, one Append in flight)
+	// before it counts as taken, and the sink is fed from the spool, which
+	// is acknowledged as deliveries complete. A frame's future then
+	// resolves once the frame is on disk; its delivery is the lane's
+	// business (retries, dead letters, metrics). Linger does not apply:
+	// frames gather on disk while the sink is busy.
+	//
+	// Start calls it (it does I/O); until then accepted frames wait in
+	// memory, within MaxPending. The dead-letter store receives the frames
+	// the sink will never take (permanent errors, MaxAttempts, MaxAge);
+	// when nil they are logged, counted and dropped. The Dispatcher closes
+	// both (the store when it is an io.Closer).
+	OpenSpool func() (*spool.Spool, DeadLetterStore, error)
 }
 
 // RetryPolicy says how retryable failures are retried: exponential backoff
@@ -80,18 +95,19 @@ type Target struct {
 	Options Options
 }
 
-// Route sends the frames of Ports (all ports when empty) to Sinks.
-type Route struct {
-	Ports []string
-	Sinks []string
-}
-
 // Config is what New needs.
 type Config struct {
 	Targets []Target
-	// Routes: a frame goes to the union of the sinks of every route that
-	// matches its port. No routes: every frame goes to every sink.
+	// Routes are rules tried in order (see Route). No routes and no
+	// DefaultSinks: every frame goes to every sink.
 	Routes []Route
+	// DefaultSinks get the frames that no route matches.
+	DefaultSinks []string
+	// UnroutedSink, when there are no DefaultSinks, gets the frames that
+	// no route matches. Such frames count in Stats.Unrouted; without an
+	// unrouted sink they are dropped (their futures fail with ErrUnrouted)
+	// and logged at a limited rate.
+	UnroutedSink string
 }
 
 // Receipt is the value of a frame's future.
@@ -142,6 +158,11 @@ func (e *DeliveryError) Unwrap() []error {
 // Stats are counters safe to read from any goroutine.
 type Stats struct {
 	Submitted, Delivered, Failed uint64
+	// Unrouted counts frames that no route matched and no default route
+	// took. Those sent to the unrouted sink count in Delivered or Failed
+	// too; dropped ones count here only (dropping them is what the routes
+	// say, not a failure).
+	Unrouted uint64
 	// Throttled counts the times Submit waited for a healthy sink's queue
 	// to have room (back-pressure on a read loop).
 	Throttled uint64
@@ -156,6 +177,49 @@ type SinkStats struct {
 	// Down is true while the sink fails (retrying with backoff) or hangs
 	// (a write has not completed for a second).
 	Down bool
+	// Spooled counts frames appended to the sink's spool; DeadLettered
+	// those given up and handed to the dead-letter store (or dropped when
+	// there is none). Spool is the spool's own snapshot; nil without one.
+	Spooled, DeadLettered uint64
+	Spool                 *spool.Stats
+	// Latency counts delivered frames by read → acknowledged time.
+	Latency LatencyHistogram
+}
+
+// LatencyBounds are the upper bounds, in seconds, of the delivery latency
+// buckets: from 1 ms (a healthy local sink) to 1 h (a long outage).
+var LatencyBounds = [...]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600}
+
+// LatencyHistogram is a snapshot of a latency histogram: Counts[i] frames
+// took at most LatencyBounds[i] (not cumulative), Counts[len] the rest.
+type LatencyHistogram struct {
+	Counts [len(LatencyBounds) + 1]uint64
+	Sum    float64 // seconds
+}
+
+// latencyHist is a lane's histogram, written on the loop, read anywhere.
+type latencyHist struct {
+	counts [len(LatencyBounds) + 1]atomic.Uint64
+	sumNs  atomic.Int64
+}
+
+func (h *latencyHist) observe(d time.Duration) {
+	s := d.Seconds()
+	i := 0
+	for i < len(LatencyBounds) && s > LatencyBounds[i] {
+		i++
+	}
+	h.counts[i].Add(1)
+	h.sumNs.Add(int64(d))
+}
+
+func (h *latencyHist) snapshot() LatencyHistogram {
+	var out LatencyHistogram
+	for i := range h.counts {
+		out.Counts[i] = h.counts[i].Load()
+	}
+	out.Sum = time.Duration(h.sumNs.Load()).Seconds()
+	return out
 }
 
 // Dispatcher routes frames to sinks. Submit is safe from any goroutine;
@@ -166,19 +230,19 @@ type Dispatcher struct {
 	log    *zap.Logger
 	lanes  []*lane
 	byName map[string]*lane
-	routes []Route
+	routes *router
 	onDone func(*asyncloop.Future[Receipt])
 
 	submitted, delivered, failed atomic.Uint64
 	throttled                    atomic.Uint64
 	handoffLog, throttleLog      limiter
-	lanesByPort                  sync.Map // port → []*lane; routes are immutable, so any goroutine may fill it
 	room                         roomSignal
 	closing                      atomic.Bool // Drain began: admission no longer waits
 
 	// Loop-owned.
 	outstanding int
 	draining    bool
+	handover    bool // draining for a successor: spooled lanes stop reading
 	drained     chan struct{}
 	aborted     bool
 }
@@ -186,6 +250,7 @@ type Dispatcher struct {
 // item is one frame on its way to its sinks; loop-owned.
 type item struct {
 	frame     serialcb.Frame
+	lanes     []*lane // where the frame goes, from route
 	fut       *asyncloop.Future[Receipt]
 	remaining int
 	delivered int
@@ -201,7 +266,6 @@ func New(loop *asyncloop.Loop, cfg Config, log *zap.Logger) (*Dispatcher, error)
 		loop:   loop,
 		log:    log,
 		byName: map[string]*lane{},
-		routes: cfg.Routes,
 	}
 	for _, t := range cfg.Targets {
 		if t.Sink == nil || t.Name == "" {
@@ -211,29 +275,74 @@ func New(loop *asyncloop.Loop, cfg Config, log *zap.Logger) (*Dispatcher, error)
 			return nil, fmt.Errorf("dispatch: duplicate sink name %q", t.Name)
 		}
 		l := &lane{d: d, name: t.Name, sink: t.Sink, opt: t.Options.withDefaults(), waiting: map[*batch]func() bool{}}
+		l.spooled = l.opt.OpenSpool != nil
 		d.lanes = append(d.lanes, l)
 		d.byName[t.Name] = l
 	}
-	for i, r := range cfg.Routes {
-		for _, s := range r.Sinks {
-			if d.byName[s] == nil {
-				return nil, fmt.Errorf("dispatch: route %d: no sink named %q", i, s)
-			}
-		}
+	rt, err := newRouter(cfg, d.lanes, d.byName)
+	if err != nil {
+		return nil, err
 	}
+	d.routes = rt
 	d.onDone = d.frameDone
 	return d, nil
 }
 
-// Start runs the Start(ctx) method of every sink that has one (opening a
-// database, creating its table), in order; the first failure is returned.
+// Start starts the sinks (StartSinks) and then the spools (StartSpools).
 func (d *Dispatcher) Start(ctx context.Context) error {
+	if err := d.StartSinks(ctx); err != nil {
+		return err
+	}
+	return d.StartSpools()
+}
+
+// StartSinks runs the Start(ctx) method of every sink that has one (opening
+// a database, creating its table), in order; the first failure is returned.
+func (d *Dispatcher) StartSinks(ctx context.Context) error {
 	for _, l := range d.lanes {
 		if s, ok := l.sink.(interface{ Start(context.Context) error }); ok {
 			if err := s.Start(ctx); err != nil {
 				return fmt.Errorf("start sink %s: %w", l.name, err)
 			}
 		}
+	}
+	return nil
+}
+
+// StartSpools opens the spools of the lanes that have one (OpenSpool) and
+// hands them to the loop; until then those lanes hold accepted frames in
+// memory. A reload calls it once the previous dispatcher's Handover has
+// released the spools.
+func (d *Dispatcher) StartSpools() error {
+	type opened struct {
+		l  *lane
+		sp *spool.Spool
+		dl DeadLetterStore
+	}
+	var spools []opened
+	for _, l := range d.lanes {
+		if !l.spooled {
+			continue
+		}
+		sp, dl, err := l.opt.OpenSpool()
+		if err != nil {
+			return fmt.Errorf("open the spool of sink %s: %w", l.name, err)
+		}
+		spools = append(spools, opened{l, sp, dl})
+		l.openedSp, l.openedDl = sp, dl
+	}
+	if len(spools) == 0 {
+		return nil
+	}
+	// Handed to the loop, which owns the lanes: frames a previous run left
+	// in the spools go first, then those accepted meanwhile.
+	err := d.loop.CallSoon(func() {
+		for _, o := range spools {
+			o.l.attachSpool(o.sp, o.dl)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("start spools: %w", err) // Close closes them
 	}
 	return nil
 }
@@ -246,9 +355,12 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 // Every failure is logged and counted here; callers may ignore the future.
 func (d *Dispatcher) Submit(f serialcb.Frame) *asyncloop.Future[Receipt] {
 	d.submitted.Add(1)
-	lanes := d.route(f.Port)
+	lanes := d.route(&f)
+	if lanes == nil {
+		return d.drop(&f)
+	}
 	d.admit(lanes)
-	it := &item{frame: f, fut: asyncloop.NewFuture[Receipt](d.loop)}
+	it := &item{frame: f, lanes: lanes, fut: asyncloop.NewFuture[Receipt](d.loop)}
 	if err := d.loop.CallSoon(func() { d.accept(it) }); err != nil {
 		for _, l := range lanes {
 			l.queued.Add(-1)
@@ -363,7 +475,7 @@ func (d *Dispatcher) frameDone(f *asyncloop.Future[Receipt]) {
 
 // accept runs on the loop.
 func (d *Dispatcher) accept(it *item) {
-	lanes := d.route(it.frame.Port)
+	lanes := it.lanes
 	if d.aborted {
 		for _, l := range lanes {
 			l.queued.Add(-1)
@@ -380,40 +492,6 @@ func (d *Dispatcher) accept(it *item) {
 	for _, l := range lanes {
 		l.enqueue(it)
 	}
-}
-
-func (d *Dispatcher) route(port string) []*lane {
-	if lanes, ok := d.lanesByPort.Load(port); ok {
-		return lanes.([]*lane)
-	}
-	var lanes []*lane
-	if len(d.routes) == 0 {
-		lanes = d.lanes
-	} else {
-		seen := map[*lane]bool{}
-		for _, r := range d.routes {
-			if len(r.Ports) > 0 && !contains(r.Ports, port) {
-				continue
-			}
-			for _, s := range r.Sinks {
-				if l := d.byName[s]; !seen[l] {
-					seen[l] = true
-					lanes = append(lanes, l)
-				}
-			}
-		}
-	}
-	d.lanesByPort.Store(port, lanes)
-	return lanes
-}
-
-func contains(xs []string, x string) bool {
-	for _, s := range xs {
-		if s == x {
-			return true
-		}
-	}
-	return false
 }
 
 // sinkDone records one sink's final outcome for a frame; on the loop.
@@ -433,31 +511,54 @@ func (d *Dispatcher) sinkDone(it *item, serr *SinkError) {
 	} else {
 		d.resolve(it, nil)
 	}
-	if d.draining && d.outstanding == 0 && d.drained != nil {
-		close(d.drained)
-		d.drained = nil
-	}
+	d.checkDrained()
 }
 
-// Drain waits until every submitted frame has its outcome. Call it after
+// checkDrained ends a Drain once every frame has its outcome and every
+// spooled lane that is not failing has delivered what its spool holds.
+func (d *Dispatcher) checkDrained() {
+	if !d.draining || d.drained == nil || d.outstanding > 0 {
+		return
+	}
+	for _, l := range d.lanes {
+		if !l.spoolSettled() {
+			return
+		}
+	}
+	close(d.drained)
+	d.drained = nil
+}
+
+// Drain waits until every submitted frame has its outcome and every
+// spooled sink that is not failing has emptied its spool. Call it after
 // the read loops stopped. If ctx ends first, the frames still queued or
 // waiting to retry fail with ErrStopped (logged and counted), and writes in
 // flight fail when the loop's Shutdown cancels them; Drain then returns
-// ctx.Err().
-func (d *Dispatcher) Drain(ctx context.Context) error {
+// ctx.Err(). Frames already in a spool are not lost: they stay there for
+// the next start.
+func (d *Dispatcher) Drain(ctx context.Context) error { return d.drain(ctx, false) }
+
+// Handover is Drain for a dispatcher whose spools another one takes over
+// (a reload that changes the sinks): it waits until every frame is in its
+// spool and no write runs, but leaves the spools' contents, and batches
+// waiting to retry, to the successor. Close, then the successor's Start.
+func (d *Dispatcher) Handover(ctx context.Context) error { return d.drain(ctx, true) }
+
+func (d *Dispatcher) drain(ctx context.Context, handover bool) error {
 	done := make(chan struct{})
 	d.closing.Store(true)
 	d.room.broadcast()
 	start := func() {
+		d.handover = handover
 		d.draining = true
-		if d.outstanding == 0 {
-			close(done)
-			return
-		}
 		d.drained = done
 		for _, l := range d.lanes {
 			l.pump() // flush batches held back by Linger
 		}
+		d.checkDrained()
+		// A spooled sink failing now counts as down once it has failed for
+		// stallAfter; nothing else would wake the check then.
+		d.loop.CallLater(stallAfter, d.checkDrained)
 	}
 	// CallSoon keeps Drain behind every frame already handed over (FIFO);
 	// a full queue is retried until ctx ends instead of skipping the drain.
@@ -513,11 +614,11 @@ func (d *Dispatcher) abort(final bool) {
 			if stop() || final { // after Shutdown no timer can run any more
 				delete(l.waiting, b)
 				l.setInflight(-1)
-				l.fail(b.items, b.attempts, ErrStopped)
+				l.stopped(b)
 			}
 		}
 		for _, b := range l.ready {
-			l.fail(b.items, b.attempts, ErrStopped)
+			l.stopped(b)
 		}
 		l.ready = nil
 		if n := len(l.pending) - l.head; n > 0 {
@@ -537,23 +638,34 @@ func (d *Dispatcher) Close() error {
 		if err := l.sink.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close sink %s: %w", l.name, err))
 		}
+		if err := l.closeSpool(); err != nil {
+			errs = append(errs, fmt.Errorf("close spool of sink %s: %w", l.name, err))
+		}
 	}
 	return errors.Join(errs...)
 }
 
 // Stats returns a snapshot of the counters.
 func (d *Dispatcher) Stats() Stats {
-	s := Stats{Submitted: d.submitted.Load(), Delivered: d.delivered.Load(), Failed: d.failed.Load(), Throttled: d.throttled.Load()}
+	s := Stats{Submitted: d.submitted.Load(), Delivered: d.delivered.Load(), Failed: d.failed.Load(), Unrouted: d.routes.unrouted.Load(), Throttled: d.throttled.Load()}
 	for _, l := range d.lanes {
-		s.Sinks = append(s.Sinks, SinkStats{
-			Name:      l.name,
-			Delivered: l.nDelivered.Load(),
-			Failed:    l.nFailed.Load(),
-			Retried:   l.nRetried.Load(),
-			Pending:   l.queued.Load(),
-			Inflight:  l.inflightN.Load(),
-			Down:      !l.healthy(),
-		})
+		ss := SinkStats{
+			Name:         l.name,
+			Delivered:    l.nDelivered.Load(),
+			Failed:       l.nFailed.Load(),
+			Retried:      l.nRetried.Load(),
+			Pending:      l.queued.Load(),
+			Inflight:     l.inflightN.Load(),
+			Down:         l.down.Load() || !l.healthy(),
+			Spooled:      l.nSpooled.Load(),
+			DeadLettered: l.nDead.Load(),
+			Latency:      l.latency.snapshot(),
+		}
+		if sp := l.spoolRef.Load(); sp != nil {
+			st := sp.Stats()
+			ss.Spool = &st
+		}
+		s.Sinks = append(s.Sinks, ss)
 	}
 	return s
 }
@@ -587,17 +699,21 @@ type lane struct {
 	sink Sink
 	opt  Options
 
-	pending    []*item
-	head       int
-	inflight   int // batches being written or waiting to retry
-	failing    int // consecutive failed attempts; >0 means probe with one batch
-	lingerStop func() bool
-	lingerDue  bool
-	waiting    map[*batch]func() bool // batches in backoff → stop their timer
-	ready      []*batch               // retries whose backoff is over, started before new batches
-	backlogLog limiter
+	pending      []*item
+	head         int
+	inflight     int // batches being written or waiting to retry
+	failing      int // consecutive failed attempts; >0 means probe with one batch
+	failingSince time.Time
+	lingerStop   func() bool
+	lingerDue    bool
+	waiting      map[*batch]func() bool // batches in backoff → stop their timer
+	ready        []*batch               // retries whose backoff is over, started before new batches
+	backlogLog   limiter
+
+	spoolLane // store-and-forward state; unused when sp is nil
 
 	nDelivered, nFailed, nRetried atomic.Uint64
+	latency                       latencyHist
 	// queued counts frames admitted for this sink and not yet in a batch
 	// (Submit reserves, pump releases); down mirrors failing > 0.
 	queued, inflightN atomic.Int64
@@ -613,6 +729,9 @@ const stallAfter = time.Second
 // healthy reports whether waiting for this sink's queue to drain is
 // worthwhile: it is not failing and it is making progress. Any goroutine.
 func (l *lane) healthy() bool {
+	if l.spooled {
+		return l.spoolHealthy()
+	}
 	if l.down.Load() {
 		return false
 	}
@@ -620,6 +739,9 @@ func (l *lane) healthy() bool {
 }
 
 func (l *lane) setFailing(n int) {
+	if n > 0 && l.failing == 0 {
+		l.failingSince = time.Now()
+	}
 	l.failing = n
 	if down := n > 0; down != l.down.Load() {
 		l.down.Store(down)
@@ -627,10 +749,40 @@ func (l *lane) setFailing(n int) {
 	}
 }
 
+// batch is one Write's frames. A memory lane's batch carries the items
+// whose futures wait on it; a spooled lane's carries the spool chunk its
+// frames were read from.
 type batch struct {
 	items    []*item
 	frames   []*serialcb.Frame
+	chunk    *chunk
 	attempts int
+}
+
+// subset returns a batch of the frames at idx, keeping the attempt count.
+func (b *batch) subset(idx []int) *batch {
+	if len(idx) == len(b.frames) {
+		return b
+	}
+	sb := &batch{frames: make([]*serialcb.Frame, len(idx)), chunk: b.chunk, attempts: b.attempts}
+	if b.items != nil {
+		sb.items = make([]*item, len(idx))
+	}
+	for j, i := range idx {
+		sb.frames[j] = b.frames[i]
+		if b.items != nil {
+			sb.items[j] = b.items[i]
+		}
+	}
+	return sb
+}
+
+func seq(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
 }
 
 func (l *lane) setInflight(delta int) {
@@ -658,6 +810,10 @@ func (l *lane) enqueue(it *item) {
 
 // pump starts batches while the lane has room; on the loop.
 func (l *lane) pump() {
+	if l.spooled {
+		l.pumpSpooled()
+		return
+	}
 	for {
 		n := len(l.pending) - l.head
 		if n == 0 && len(l.ready) == 0 {
@@ -733,32 +889,32 @@ func (l *lane) finish(b *batch, err error) {
 	l.setInflight(-1)
 	if err == nil {
 		l.setFailing(0)
-		l.ack(b.items)
+		l.delivered(b, seq(len(b.frames)))
 		l.pump()
 		return
 	}
-	var retry []*item
+	var retry []int
 	var lastErr error
 	var be *BatchError
 	switch {
-	case errors.As(err, &be) && len(be.Errs) == len(b.items):
-		var ok []*item
+	case errors.As(err, &be) && len(be.Errs) == len(b.frames):
+		var ok []int
 		for i, e := range be.Errs {
 			switch {
 			case e == nil:
-				ok = append(ok, b.items[i])
+				ok = append(ok, i)
 			case IsPermanent(e):
-				l.fail(b.items[i:i+1], b.attempts, e)
+				l.giveUp(b, []int{i}, e)
 			default:
-				retry = append(retry, b.items[i])
+				retry = append(retry, i)
 				lastErr = e
 			}
 		}
-		l.ack(ok)
+		l.delivered(b, ok)
 	case IsPermanent(err):
-		l.fail(b.items, b.attempts, err)
+		l.giveUp(b, seq(len(b.frames)), err)
 	default:
-		retry, lastErr = b.items, err
+		retry, lastErr = seq(len(b.frames)), err
 	}
 	if len(retry) == 0 {
 		l.setFailing(0) // the sink answered; it rejected frames, it is not down
@@ -766,49 +922,47 @@ func (l *lane) finish(b *batch, err error) {
 		return
 	}
 	if l.d.aborted || errors.Is(err, asyncloop.ErrClosed) {
-		l.fail(retry, b.attempts, ErrStopped)
+		l.stopped(b.subset(retry))
 		l.pump()
 		return
 	}
 	if p := l.opt.Retry; p.MaxAttempts > 0 && b.attempts >= p.MaxAttempts {
-		l.fail(retry, b.attempts, fmt.Errorf("gave up after %d attempts: %w", b.attempts, lastErr))
+		l.giveUp(b, retry, fmt.Errorf("gave up after %d attempts: %w", b.attempts, lastErr))
 		l.pump()
 		return
 	}
 	if maxAge := l.opt.Retry.MaxAge; maxAge > 0 {
 		now := time.Now()
 		fresh := retry[:0:0]
-		for _, it := range retry {
-			if now.Sub(it.frame.ReceivedAt) > maxAge {
-				l.fail([]*item{it}, b.attempts, fmt.Errorf("gave up: older than max age %s: %w", maxAge, lastErr))
+		var old []int
+		for _, i := range retry {
+			if now.Sub(b.frames[i].ReceivedAt) > maxAge {
+				old = append(old, i)
 			} else {
-				fresh = append(fresh, it)
+				fresh = append(fresh, i)
 			}
+		}
+		if len(old) > 0 {
+			l.giveUp(b, old, fmt.Errorf("gave up: older than max age %s: %w", maxAge, lastErr))
 		}
 		if retry = fresh; len(retry) == 0 {
 			l.pump()
 			return
 		}
 	}
-	rb := b
-	if len(retry) != len(b.items) {
-		rb = &batch{items: retry, frames: make([]*serialcb.Frame, len(retry)), attempts: b.attempts}
-		for i, it := range retry {
-			rb.frames[i] = &it.frame
-		}
-	}
+	rb := b.subset(retry)
 	l.setFailing(l.failing + 1)
 	delay := l.backoff(rb.attempts, lastErr)
-	l.nRetried.Add(uint64(len(rb.items)))
+	l.nRetried.Add(uint64(len(rb.frames)))
 	l.d.log.Warn("sink write failed; will retry",
-		zap.String("sink", l.name), zap.Int("frames", len(rb.items)), zap.Int("attempt", rb.attempts),
+		zap.String("sink", l.name), zap.Int("frames", len(rb.frames)), zap.Int("attempt", rb.attempts),
 		zap.Duration("retry_in", delay), zap.Error(lastErr))
 	l.setInflight(1) // the waiting batch keeps its slot
 	l.waiting[rb] = l.d.loop.CallLater(delay, func() {
 		delete(l.waiting, rb)
 		l.setInflight(-1)
 		if l.d.aborted {
-			l.fail(rb.items, rb.attempts, ErrStopped)
+			l.stopped(rb)
 			return
 		}
 		// Through pump, so that retries too respect the probe limit.
@@ -816,6 +970,51 @@ func (l *lane) finish(b *batch, err error) {
 		l.pump()
 	})
 	l.pump()
+}
+
+// delivered settles the frames at idx of b as taken by the sink.
+func (l *lane) delivered(b *batch, idx []int) {
+	if len(idx) == 0 {
+		return
+	}
+	l.nDelivered.Add(uint64(len(idx)))
+	now := time.Now()
+	for _, i := range idx {
+		l.latency.observe(now.Sub(b.frames[i].ReceivedAt))
+	}
+	if b.chunk != nil {
+		l.settled(b.chunk, len(idx))
+		return
+	}
+	for _, i := range idx {
+		l.d.sinkDone(b.items[i], nil)
+	}
+}
+
+// giveUp settles the frames at idx of b as never to be taken: a memory
+// lane fails their futures, a spooled lane dead-letters them.
+func (l *lane) giveUp(b *batch, idx []int, err error) {
+	if len(idx) == 0 {
+		return
+	}
+	if b.chunk != nil {
+		l.deadLetter(b, idx, err)
+		return
+	}
+	items := make([]*item, len(idx))
+	for j, i := range idx {
+		items[j] = b.items[i]
+	}
+	l.fail(items, b.attempts, err)
+}
+
+// stopped settles a batch the lane will not write because the dispatcher
+// is stopping: a memory lane's frames fail with ErrStopped; a spooled
+// lane's stay unacknowledged in the spool for the next start.
+func (l *lane) stopped(b *batch) {
+	if b.chunk == nil {
+		l.fail(b.items, b.attempts, ErrStopped)
+	}
 }
 
 func (l *lane) backoff(attempts int, err error) time.Duration {
@@ -832,34 +1031,36 @@ func (l *lane) backoff(attempts int, err error) time.Duration {
 	return d
 }
 
-func (l *lane) ack(items []*item) {
-	l.nDelivered.Add(uint64(len(items)))
-	for _, it := range items {
-		l.d.sinkDone(it, nil)
-	}
-}
-
-// fail gives up on items for this sink and logs it: one line per frame for
-// small groups, one summary line (first and last frame) for large ones.
+// fail gives up on items for this sink and logs it.
 func (l *lane) fail(items []*item, attempts int, err error) {
 	if len(items) == 0 {
 		return
 	}
 	l.nFailed.Add(uint64(len(items)))
-	log := l.d.log
-	if len(items) <= 10 {
-		for _, it := range items {
-			log.Error("frame not delivered to sink", zap.String("sink", l.name), zap.Stringer("id", it.frame.ID),
-				zap.String("port", it.frame.Port), zap.Uint64("seq", it.frame.Seq), zap.Int("attempts", attempts), zap.Error(err))
-		}
-	} else {
-		first, last := &items[0].frame, &items[len(items)-1].frame
-		log.Error("frames not delivered to sink", zap.String("sink", l.name), zap.Int("frames", len(items)),
-			zap.Stringer("first_id", first.ID), zap.String("first_port", first.Port), zap.Uint64("first_seq", first.Seq),
-			zap.Stringer("last_id", last.ID), zap.String("last_port", last.Port), zap.Uint64("last_seq", last.Seq),
-			zap.Int("attempts", attempts), zap.Error(err))
+	frames := make([]*serialcb.Frame, len(items))
+	for i, it := range items {
+		frames[i] = &it.frame
 	}
+	l.logGiveUp("not delivered to sink", frames, attempts, err)
 	for _, it := range items {
 		l.d.sinkDone(it, &SinkError{Sink: l.name, Attempts: attempts, Err: err})
 	}
+}
+
+// logGiveUp logs frames a sink did not take: one line per frame for small
+// groups, one summary line (first and last frame) for large ones.
+func (l *lane) logGiveUp(what string, frames []*serialcb.Frame, attempts int, err error) {
+	log := l.d.log
+	if len(frames) <= 10 {
+		for _, f := range frames {
+			log.Error("frame "+what, zap.String("sink", l.name), zap.Stringer("id", f.ID),
+				zap.String("port", f.Port), zap.Uint64("seq", f.Seq), zap.Int("attempts", attempts), zap.Error(err))
+		}
+		return
+	}
+	first, last := frames[0], frames[len(frames)-1]
+	log.Error("frames "+what, zap.String("sink", l.name), zap.Int("frames", len(frames)),
+		zap.Stringer("first_id", first.ID), zap.String("first_port", first.Port), zap.Uint64("first_seq", first.Seq),
+		zap.Stringer("last_id", last.ID), zap.String("last_port", last.Port), zap.Uint64("last_seq", last.Seq),
+		zap.Int("attempts", attempts), zap.Error(err))
 }

@@ -15,9 +15,13 @@ const TimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 // AppendJSON appends the frame's record as one JSON object (no newline):
 //
 //	{"id":"…","port":"…","seq":1,"received_at":"…","payload":"…"}
+//	{"id":"…","port":"…","seq":1,"received_at":"…","payload":"…","fields":{…}}
 //
 // The payload is text when it is valid UTF-8; otherwise it is base64 and the
-// object has "encoding":"base64". It does not allocate when dst has room.
+// object has "encoding":"base64". When the frame has decoded fields
+// (len(f.Fields) > 0) they follow as "fields", copied as they are: f.Fields
+// must hold one JSON object, as the decoders of serialcb/decode append. It
+// does not allocate when dst has room.
 func AppendJSON(dst []byte, f *serialcb.Frame) []byte {
 	dst = append(dst, `{"id":"`...)
 	dst, _ = f.ID.AppendText(dst)
@@ -34,6 +38,10 @@ func AppendJSON(dst []byte, f *serialcb.Frame) []byte {
 		dst = append(dst, '"')
 		dst = base64.StdEncoding.AppendEncode(dst, f.Payload)
 		dst = append(dst, `","encoding":"base64"`...)
+	}
+	if len(f.Fields) > 0 {
+		dst = append(dst, `,"fields":`...)
+		dst = append(dst, f.Fields...)
 	}
 	return append(dst, '}')
 }

@@ -12,12 +12,13 @@ import (
 )
 
 type record struct {
-	ID         string `json:"id"`
-	Port       string `json:"port"`
-	Seq        uint64 `json:"seq"`
-	ReceivedAt string `json:"received_at"`
-	Payload    string `json:"payload"`
-	Encoding   string `json:"encoding"`
+	ID         string          `json:"id"`
+	Port       string          `json:"port"`
+	Seq        uint64          `json:"seq"`
+	ReceivedAt string          `json:"received_at"`
+	Payload    string          `json:"payload"`
+	Encoding   string          `json:"encoding"`
+	Fields     json.RawMessage `json:"fields"`
 }
 
 func decodeRecord(t testing.TB, b []byte) record {
@@ -74,14 +75,56 @@ func TestAppendJSON(t *testing.T) {
 	}
 }
 
+func TestAppendJSONFields(t *testing.T) {
+	at := time.Date(2026, 3, 14, 9, 26, 53, 0, time.UTC)
+	tests := []struct {
+		name    string
+		payload []byte
+		fields  []byte
+		want    string // the record's tail after received_at
+	}{
+		{"none", []byte("x"), nil, `"payload":"x"}`},
+		{"empty is none", []byte("x"), []byte{}, `"payload":"x"}`},
+		{"text payload", []byte("21.5,40"), []byte(`{"temp":"21.5","rh":"40"}`), `"payload":"21.5,40","fields":{"temp":"21.5","rh":"40"}}`},
+		{"binary payload", []byte{0xff, 0}, []byte(`{"hex":"ff00"}`), `"payload":"/wA=","encoding":"base64","fields":{"hex":"ff00"}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &serialcb.Frame{Port: "p", Seq: 1, ReceivedAt: at, Payload: tt.payload, Fields: tt.fields}
+			b := dispatch.AppendJSON(nil, f)
+			if !bytes.HasSuffix(b, []byte(tt.want)) {
+				t.Errorf("record %s\nwant it to end with %s", b, tt.want)
+			}
+			r := decodeRecord(t, b)
+			if !bytes.Equal(r.Fields, tt.fields) && (len(r.Fields) != 0 || len(tt.fields) != 0) {
+				t.Errorf("fields %s, want %s", r.Fields, tt.fields)
+			}
+		})
+	}
+	f := &serialcb.Frame{Port: "p", ReceivedAt: at, Payload: []byte("x"), Fields: []byte(`{"a":"b"}`)}
+	buf := make([]byte, 0, 256)
+	if n := testing.AllocsPerRun(100, func() { buf = dispatch.AppendJSON(buf[:0], f) }); n != 0 {
+		t.Errorf("%v allocs with fields, want 0", n)
+	}
+}
+
+// FuzzAppendJSON checks that any payload round-trips and that fields, when
+// they are one JSON object (what decoders produce), come back unchanged in
+// a record that is still valid JSON.
 func FuzzAppendJSON(f *testing.F) {
-	f.Add([]byte("hello"))
-	f.Add([]byte{0, 0xff, '"', '\\', 0xe2, 0x80, 0xa8})
-	f.Fuzz(func(t *testing.T, payload []byte) {
-		fr := &serialcb.Frame{Port: "p", Seq: 1, ReceivedAt: time.Unix(0, 1), Payload: payload}
+	f.Add([]byte("hello"), []byte(nil))
+	f.Add([]byte{0, 0xff, '"', '\\', 0xe2, 0x80, 0xa8}, []byte(`{"hex":"00ff"}`))
+	f.Fuzz(func(t *testing.T, payload, fields []byte) {
+		if !json.Valid(fields) || len(fields) == 0 || fields[0] != '{' {
+			fields = nil
+		}
+		fr := &serialcb.Frame{Port: "p", Seq: 1, ReceivedAt: time.Unix(0, 1), Payload: payload, Fields: fields}
 		r := decodeRecord(t, dispatch.AppendJSON(nil, fr))
 		if got := payloadOf(t, r); !bytes.Equal(got, payload) {
 			t.Fatalf("payload %q round-tripped to %q", payload, got)
+		}
+		if !bytes.Equal(r.Fields, fields) && (len(r.Fields) != 0 || len(fields) != 0) {
+			t.Fatalf("fields %q came back as %q", fields, r.Fields)
 		}
 	})
 }

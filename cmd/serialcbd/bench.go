@@ -52,6 +52,7 @@ type benchFlags struct {
 	rate                       float64
 	sink                       string
 	json                       bool
+	spool                      bool
 }
 
 func newBenchCmd(g *globals) *cobra.Command {
@@ -106,6 +107,7 @@ Exit status 1 when a frame is lost.`,
 	f.StringVar(&fl.sink, "sink", "", `sink spec; "http" = an HTTP receiver in the process, "http-ndjson" = the same with NDJSON batches (default: SQLite in a temporary directory)`)
 	f.IntVar(&fl.ports, "ports", 1, "virtual ports read in parallel")
 	f.BoolVar(&fl.json, "json", false, "print the results as JSON")
+	f.BoolVar(&fl.spool, "spool", false, "store-and-forward through the on-disk spool, as `run` does by default (a frame then counts as taken once it is on disk: latency and frames/s are read → spooled; the sink empties the spool before the run ends)")
 	return cmd
 }
 
@@ -583,6 +585,14 @@ func benchDaemon(ctx context.Context, fl benchFlags, sink configs.Sink, log *zap
 	}
 	defer closePairs(pairs)
 	cfg := &configs.Config{DrainTimeout: 10 * time.Second}
+	if fl.spool {
+		dir, err := os.MkdirTemp("", "serialcbd-bench-state-")
+		if err != nil {
+			return benchResult{}, err
+		}
+		defer os.RemoveAll(dir)
+		cfg.StateDir = dir
+	}
 	for i, p := range pairs {
 		cfg.Ports = append(cfg.Ports, configs.Port{Name: fmt.Sprintf("bench%d", i), Path: p.Path(), Baud: 115200})
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,6 +18,9 @@ import (
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
+	if len(args) > 0 && args[0] == "run" && !slices.Contains(args, "--state-dir") && !slices.Contains(args, "--config") {
+		args = append(slices.Clip(args), "--state-dir", t.TempDir()) // not ./serialcbd-state in the source tree
+	}
 	code = run(args, &out, &errb)
 	return code, out.String(), errb.String()
 }

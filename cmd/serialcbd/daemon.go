@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/serialcbd/serialcbd/configs"
 	"github.com/serialcbd/serialcbd/dispatch"
 	"github.com/serialcbd/serialcbd/serialcb"
+	"github.com/serialcbd/serialcbd/serialcb/decode"
 )
 
 const defaultDrainTimeout = 10 * time.Second
@@ -50,8 +52,9 @@ type daemon struct {
 	cur *generation // guarded by mu
 }
 
-// portCheck validates one port's frames. Only invalid is shared; the rest
-// is owned by the port's read loop goroutine (the onFrame callback).
+// portCheck validates and decodes one port's frames. Only invalid and
+// undecoded are shared; the rest is owned by the port's read loop goroutine
+// (the onFrame callback).
 type portCheck struct {
 	v           serialcb.Validator // nil: frames are not checked
 	invalidPort string             // "" drops invalid frames; else they are submitted under this port name
@@ -60,19 +63,75 @@ type portCheck struct {
 
 	lastLog time.Time // of the last warning
 	pending uint64    // invalid frames not yet reported
+
+	dec        decode.Decoder // nil: frames are not decoded
+	decodeSpec string         // for the log
+	undecoded  atomic.Uint64  // frames dec could not read, kept without fields
+	scratch    []byte         // dec's output, copied into the frame
+
+	lastDecodeLog  time.Time // of the last undecoded warning
+	pendingDecoded uint64    // undecoded frames not yet reported
 }
 
+// maxScratch bounds the decode buffer a port keeps between frames.
+const maxScratch = 64 << 10
+
 // accept reports whether f goes on, with the port name to submit it under.
-// An invalid frame is counted and logged at a limited rate. It does not
-// allocate for a valid frame.
+// An invalid frame is counted and logged at a limited rate. A valid frame
+// is then decoded (with decode set): its fields go to f.Fields; a payload
+// the decoder cannot read goes on without fields, counted and logged at a
+// limited rate. Invalid frames sent to an on_invalid sink are not decoded.
+// It does not allocate for a valid frame without a decoder; with one, it
+// allocates f.Fields (and what the decoder needs: see serialcb/decode).
 func (c *portCheck) accept(log *zap.Logger, f *serialcb.Frame) bool {
-	if c.v == nil {
-		return true
+	if c.v != nil {
+		if err := c.v.Valid(f.Payload); err != nil {
+			return c.reject(log, f, err)
+		}
 	}
-	err := c.v.Valid(f.Payload)
+	if c.dec != nil {
+		c.decode(log, f)
+	}
+	return true
+}
+
+// decode sets f.Fields from the port's decoder. An empty object ("{}", a
+// regex whose named groups all missed) leaves f.Fields nil.
+func (c *portCheck) decode(log *zap.Logger, f *serialcb.Frame) {
+	out, err := c.dec.Append(c.scratch[:0], f.Payload)
+	c.scratch = out[:0]
+	if cap(out) > maxScratch {
+		c.scratch = nil
+	}
 	if err == nil {
-		return true
+		if len(out) > 2 {
+			f.Fields = bytes.Clone(out)
+		}
+		return
 	}
+	total := c.undecoded.Add(1)
+	c.pendingDecoded++
+	if c.lastDecodeLog.IsZero() || f.ReceivedAt.Sub(c.lastDecodeLog) >= invalidLogEvery {
+		log.Warn("frames not decoded; delivered without fields", zap.Uint64("frames", c.pendingDecoded),
+			zap.Uint64("total", total), zap.String("decode", c.decodeSpec), zap.Uint64("last_seq", f.Seq),
+			zap.Error(err), zap.Duration("log_every", invalidLogEvery))
+		c.lastDecodeLog, c.pendingDecoded = f.ReceivedAt, 0
+	}
+}
+
+// logUndecoded reports undecoded frames not logged yet because of the rate
+// limit. Call it once c is no longer used by the port's read loop.
+func (c *portCheck) logUndecoded(log *zap.Logger, port string) {
+	if c.pendingDecoded > 0 {
+		log.Warn("frames not decoded; delivered without fields", zap.String("port", port),
+			zap.Uint64("frames", c.pendingDecoded), zap.Uint64("total", c.undecoded.Load()), zap.String("decode", c.decodeSpec))
+		c.pendingDecoded = 0
+	}
+}
+
+// reject counts and logs an invalid frame and reports whether it goes on
+// (to the on_invalid sink, under the invalid port name).
+func (c *portCheck) reject(log *zap.Logger, f *serialcb.Frame, err error) bool {
 	total := c.invalid.Add(1)
 	c.pending++
 	if c.lastLog.IsZero() || f.ReceivedAt.Sub(c.lastLog) >= invalidLogEvery {
@@ -91,6 +150,12 @@ func (c *portCheck) accept(log *zap.Logger, f *serialcb.Frame) bool {
 // invalidFrames returns how many frames of port i (of the current
 // pipeline) failed validation.
 func (d *daemon) invalidFrames(i int) uint64 { return d.current().ports[i].check.Load().invalid.Load() }
+
+// undecodedFrames returns how many frames of port i (of the current
+// pipeline) its decoder could not read; they were delivered without fields.
+func (d *daemon) undecodedFrames(i int) uint64 {
+	return d.current().ports[i].check.Load().undecoded.Load()
+}
 
 // build turns a checked configuration into a daemon without any I/O, so
 // that `validate` can run it too. Its errors are configuration errors.
@@ -124,6 +189,14 @@ func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error)
 			closeTargets(targets)
 			return nil, err
 		}
+		if cfg.StateDir != "" && cfg.Spool.On() {
+			so, err := spoolOptions(cfg, t.Name)
+			if err != nil {
+				closeTargets(append(targets, t))
+				return nil, cfg.Errorf("spool", "%v", err)
+			}
+			t.Options.OpenSpool = spoolOpener(so, deadLetterPath(cfg.StateDir, t.Name), t.Name, log)
+		}
 		targets = append(targets, t)
 		inflight += max(t.Options.MaxInflight, 1)
 	}
@@ -143,7 +216,9 @@ func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error)
 		lo.OnFull = asyncloop.FailFast
 	}
 	d.loop = asyncloop.New(lo)
-	disp, err := dispatch.New(d.loop, dispatch.Config{Targets: targets, Routes: routes(cfg)}, log)
+	dcfg := routes(cfg)
+	dcfg.Targets = targets
+	disp, err := dispatch.New(d.loop, dcfg, log)
 	if err != nil {
 		closeTargets(targets)
 		return nil, usagef("%v", err)
@@ -156,10 +231,21 @@ func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error)
 	return d, nil
 }
 
-// newPortCheck builds port i's validation from validate and on_invalid.
+// newPortCheck builds port i's validation from validate and on_invalid,
+// and its decoder from decode.
 func newPortCheck(cfg *configs.Config, i int) (*portCheck, error) {
 	p := cfg.Ports[i]
 	c := &portCheck{action: "drop"}
+	if p.Decode != "" {
+		dec, err := decode.Parse(p.Decode)
+		if err != nil {
+			if cfg.File() == "" {
+				return nil, usagef("--decode: %v", err)
+			}
+			return nil, portErr(cfg, i, "decode", err)
+		}
+		c.dec, c.decodeSpec = dec, p.Decode
+	}
 	if p.Validate == "" {
 		return c, nil
 	}
@@ -174,16 +260,20 @@ func newPortCheck(cfg *configs.Config, i int) (*portCheck, error) {
 	return c, nil
 }
 
-// routes maps the configured routes to the dispatcher's. A port with
-// on_invalid: sink:NAME submits its invalid frames under the port name
-// "<port>.invalid", routed to NAME only; routes meant for every port then
-// list the real ports, so that invalid frames reach no other sink. Without
-// routes, valid frames go to every sink that is not an on_invalid target.
-func routes(cfg *configs.Config) []dispatch.Route {
+// routes maps the configured routes, routes_default and unrouted_sink to
+// the dispatcher's (all but Targets). A port with on_invalid: sink:NAME
+// submits its invalid frames under the port name "<port>.invalid", routed
+// to NAME only; routes meant for every port then list the real ports, so
+// that invalid frames reach no other sink. Without routes (and without
+// routes_default), valid frames go to every sink that is not an
+// on_invalid target.
+func routes(cfg *configs.Config) dispatch.Config {
 	var out []dispatch.Route
 	for _, r := range cfg.Routes {
-		out = append(out, dispatch.Route{Ports: r.Ports, Sinks: r.Sinks})
+		prefix, _ := r.PrefixBytes() // checked by cfg.Validate
+		out = append(out, dispatch.Route{Ports: r.Ports, Prefix: prefix, Regex: r.Regex, Fields: r.Fields, Sinks: r.Sinks, Continue: r.Continue})
 	}
+	dc := dispatch.Config{DefaultSinks: cfg.RoutesDefault, UnroutedSink: cfg.UnroutedSink}
 	var real []string
 	var invalid []dispatch.Route
 	for _, p := range cfg.Ports {
@@ -193,9 +283,10 @@ func routes(cfg *configs.Config) []dispatch.Route {
 		}
 	}
 	if len(invalid) == 0 {
-		return out
+		dc.Routes = out
+		return dc
 	}
-	if len(out) == 0 {
+	if len(out) == 0 && len(dc.DefaultSinks) == 0 {
 		// No routes meant every frame to every sink: now every valid frame
 		// to every sink but the on_invalid ones, which only a route can
 		// give valid frames to.
@@ -216,7 +307,8 @@ func routes(cfg *configs.Config) []dispatch.Route {
 			out[i].Ports = real
 		}
 	}
-	return append(out, invalid...)
+	dc.Routes = append(out, invalid...)
+	return dc
 }
 
 func closeTargets(ts []dispatch.Target) {
@@ -364,11 +456,21 @@ wait:
 	}
 	dctx, cancel := context.WithTimeout(context.Background(), d.drainTimeout)
 	defer cancel()
-	if err := cur.disp.Drain(dctx); err != nil {
-		d.log.Error("drain deadline passed; undelivered frames were logged above", zap.Error(err))
-	}
+	drainErr := cur.disp.Drain(dctx)
 	ds := cur.disp.Stats()
-	d.log.Info("stopped", zap.Uint64("frames", ds.Submitted), zap.Uint64("delivered", ds.Delivered), zap.Uint64("failed", ds.Failed))
+	var spooled uint64
+	for _, s := range ds.Sinks {
+		if s.Spool != nil {
+			spooled += s.Spool.Frames
+		}
+	}
+	if drainErr != nil {
+		d.log.Error("drain deadline passed; frames not in a spool were logged above as not delivered", zap.Error(drainErr))
+	}
+	if spooled > 0 {
+		d.log.Info("frames left in the spools are delivered at the next start", zap.Uint64("frames", spooled))
+	}
+	d.log.Info("stopped", zap.Uint64("frames", ds.Submitted), zap.Uint64("delivered_or_spooled", ds.Delivered), zap.Uint64("failed", ds.Failed))
 	return runErr
 }
 

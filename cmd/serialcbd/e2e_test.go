@@ -107,6 +107,7 @@ func startDaemon(t *testing.T, args ...string) *daemonProc {
 	t.Helper()
 	// No metrics server: tests must not depend on the default port being free.
 	cmd := exec.Command(binary(t), append([]string{"run", "--log-format", "json", "--metrics-addr", ""}, args...)...)
+	cmd.Dir = t.TempDir() // the default state directory lands there
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/serialcbd/serialcbd/asyncloop"
+	"github.com/serialcbd/serialcbd/dispatch"
 )
 
 // defaultMetricsAddr is where `run` serves /metrics, /healthz and /readyz
@@ -215,9 +216,11 @@ type statsCollector struct {
 	d *daemon
 
 	portBytes, portFrames, portOversize, portOversizeBytes, portUp, portReconnects *prometheus.Desc
-	portInvalid                                                                    *prometheus.Desc
+	portInvalid, portLastFrameAge, portFlushed, portSilenceReopens                 *prometheus.Desc
 	sinkDelivered, sinkFailed, sinkRetried, sinkPending, sinkInflight, sinkUp      *prometheus.Desc
-	submitted, delivered, failed, throttled                                        *prometheus.Desc
+	sinkSpooled, sinkDead, sinkSpoolFrames, sinkSpoolBytes, sinkSpoolDropped       *prometheus.Desc
+	sinkSpoolCorrupt, sinkLatency                                                  *prometheus.Desc
+	submitted, delivered, failed, throttled, unrouted                              *prometheus.Desc
 	loopQueued, loopRunning, loopUnobserved, loopRejected                          *prometheus.Desc
 }
 
@@ -234,28 +237,39 @@ func newStatsCollector(d *daemon) *statsCollector {
 		return prometheus.NewDesc("serialcbd_"+name, help, nil, nil)
 	}
 	return &statsCollector{
-		d:                 d,
-		portBytes:         port("bytes_total", "Bytes read from the serial port."),
-		portFrames:        port("frames_total", "Frames cut from the port's stream and handed to the dispatcher."),
-		portOversize:      port("oversize_frames_total", "Frames longer than max_frame, dropped."),
-		portOversizeBytes: port("oversize_bytes_total", "Bytes of the oversize frames dropped."),
-		portUp:            port("up", "1 while the port is open, 0 while it is missing or being reopened."),
-		portReconnects:    port("reconnects_total", "Successful reopens of the port after the first open."),
-		portInvalid:       port("invalid_frames_total", "Frames that failed the port's validate check (dropped, or sent to the on_invalid sink)."),
-		sinkDelivered:     sink("delivered_total", "Frames the sink acknowledged."),
-		sinkFailed:        sink("failed_total", "Frames given up for this sink (permanent error, retry limit, backlog full, shutdown)."),
-		sinkRetried:       sink("retried_total", "Frames written again after a retryable error (once per retry)."),
-		sinkPending:       sink("pending_frames", "Frames waiting in the sink's queue, not yet in a write."),
-		sinkInflight:      sink("inflight_writes", "Batches being written or waiting to be retried."),
-		sinkUp:            sink("up", "1 while the sink takes writes, 0 while it fails (retrying) or hangs."),
-		submitted:         plain("frames_submitted_total", "Frames handed to the dispatcher by all ports."),
-		delivered:         plain("frames_delivered_total", "Frames delivered to every sink they were routed to."),
-		failed:            plain("frames_failed_total", "Frames that failed for at least one sink."),
-		throttled:         plain("throttled_total", "Times a read loop waited for room in a healthy sink's queue (back-pressure)."),
-		loopQueued:        plain("loop_queued", "Tasks waiting in the event loop's queue."),
-		loopRunning:       plain("loop_running_handlers", "Handlers (sink writes) running now."),
-		loopUnobserved:    plain("loop_unobserved_failures_total", "Failed futures whose error nobody read (a bug; see the logs)."),
-		loopRejected:      plain("loop_rejected_total", "Tasks refused by the event loop (queue full, not running, closed)."),
+		d:                  d,
+		portBytes:          port("bytes_total", "Bytes read from the serial port."),
+		portFrames:         port("frames_total", "Frames cut from the port's stream and handed to the dispatcher."),
+		portOversize:       port("oversize_frames_total", "Frames longer than max_frame, dropped."),
+		portOversizeBytes:  port("oversize_bytes_total", "Bytes of the oversize frames dropped."),
+		portUp:             port("up", "1 while the port is open, 0 while it is missing or being reopened."),
+		portReconnects:     port("reconnects_total", "Successful reopens of the port after the first open."),
+		portInvalid:        port("invalid_frames_total", "Frames that failed the port's validate check (dropped, or sent to the on_invalid sink)."),
+		portLastFrameAge:   port("last_frame_age_seconds", "Seconds since the port's last frame (absent until the first frame)."),
+		portFlushed:        port("flushed_frames_total", "Frames ended by silence (idle framing, or a lines flush) rather than a delimiter."),
+		portSilenceReopens: port("silence_reopens_total", "Reopens forced by the silence watchdog (silence_timeout)."),
+		sinkDelivered:      sink("delivered_total", "Frames the sink acknowledged."),
+		sinkSpooled:        sink("spooled_total", "Frames written to the sink's on-disk spool."),
+		sinkDead:           sink("dead_lettered_total", "Frames the sink will never take, written to its dead-letter file."),
+		sinkSpoolFrames:    sink("spool_frames", "Frames in the sink's spool not yet acknowledged by the sink."),
+		sinkSpoolBytes:     sink("spool_bytes", "Bytes of the sink's spool files on disk."),
+		sinkSpoolDropped:   sink("spool_dropped_frames_total", "Undelivered frames deleted because the spool reached max_bytes or the disk filled (on_full: drop-oldest)."),
+		sinkSpoolCorrupt:   sink("spool_corrupt_records_total", "Damaged spool regions found (torn writes after a crash); the good records are kept."),
+		sinkLatency:        sink("delivery_latency_seconds", "Time from a frame's last byte read to the sink's acknowledgement."),
+		sinkFailed:         sink("failed_total", "Frames given up for this sink (permanent error, retry limit, backlog full, shutdown)."),
+		sinkRetried:        sink("retried_total", "Frames written again after a retryable error (once per retry)."),
+		sinkPending:        sink("pending_frames", "Frames waiting in the sink's queue, not yet in a write."),
+		sinkInflight:       sink("inflight_writes", "Batches being written or waiting to be retried."),
+		sinkUp:             sink("up", "1 while the sink takes writes, 0 while it fails (retrying) or hangs."),
+		submitted:          plain("frames_submitted_total", "Frames handed to the dispatcher by all ports."),
+		delivered:          plain("frames_delivered_total", "Frames delivered to every sink they were routed to."),
+		failed:             plain("frames_failed_total", "Frames that failed for at least one sink."),
+		throttled:          plain("throttled_total", "Times a read loop waited for room in a healthy sink's queue (back-pressure)."),
+		unrouted:           plain("frames_unrouted_total", "Frames no route matched (sent to unrouted_sink, or dropped)."),
+		loopQueued:         plain("loop_queued", "Tasks waiting in the event loop's queue."),
+		loopRunning:        plain("loop_running_handlers", "Handlers (sink writes) running now."),
+		loopUnobserved:     plain("loop_unobserved_failures_total", "Failed futures whose error nobody read (a bug; see the logs)."),
+		loopRejected:       plain("loop_rejected_total", "Tasks refused by the event loop (queue full, not running, closed)."),
 	}
 }
 
@@ -263,8 +277,10 @@ func newStatsCollector(d *daemon) *statsCollector {
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.portBytes, c.portFrames, c.portOversize, c.portOversizeBytes, c.portUp, c.portReconnects, c.portInvalid,
+		c.portLastFrameAge, c.portFlushed, c.portSilenceReopens,
 		c.sinkDelivered, c.sinkFailed, c.sinkRetried, c.sinkPending, c.sinkInflight, c.sinkUp,
-		c.submitted, c.delivered, c.failed, c.throttled,
+		c.sinkSpooled, c.sinkDead, c.sinkSpoolFrames, c.sinkSpoolBytes, c.sinkSpoolDropped, c.sinkSpoolCorrupt, c.sinkLatency,
+		c.submitted, c.delivered, c.failed, c.throttled, c.unrouted,
 		c.loopQueued, c.loopRunning, c.loopUnobserved, c.loopRejected,
 	} {
 		ch <- d
@@ -294,6 +310,11 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 			up = 1
 		}
 		gauge(c.portUp, up, name)
+		counter(c.portFlushed, st.Flushed, name)
+		counter(c.portSilenceReopens, st.SilenceReopens, name)
+		if last := p.lastFrame.Load(); last > 0 {
+			gauge(c.portLastFrameAge, time.Since(time.Unix(0, last)).Seconds(), name)
+		}
 	}
 	ds := cur.disp.Stats()
 	for _, s := range ds.Sinks {
@@ -303,11 +324,28 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.sinkPending, float64(s.Pending), s.Name)
 		gauge(c.sinkInflight, float64(s.Inflight), s.Name)
 		gauge(c.sinkUp, map[bool]float64{true: 0, false: 1}[s.Down], s.Name)
+		counter(c.sinkSpooled, s.Spooled, s.Name)
+		counter(c.sinkDead, s.DeadLettered, s.Name)
+		if sp := s.Spool; sp != nil {
+			gauge(c.sinkSpoolFrames, float64(sp.Frames), s.Name)
+			gauge(c.sinkSpoolBytes, float64(sp.Bytes), s.Name)
+			counter(c.sinkSpoolDropped, sp.DroppedFrames, s.Name)
+			counter(c.sinkSpoolCorrupt, sp.CorruptRecords, s.Name)
+		}
+		buckets := make(map[float64]uint64, len(dispatch.LatencyBounds))
+		var cum uint64
+		for i, b := range dispatch.LatencyBounds {
+			cum += s.Latency.Counts[i]
+			buckets[b] = cum
+		}
+		cum += s.Latency.Counts[len(dispatch.LatencyBounds)]
+		ch <- prometheus.MustNewConstHistogram(c.sinkLatency, cum, s.Latency.Sum, buckets, s.Name)
 	}
 	counter(c.submitted, ds.Submitted)
 	counter(c.delivered, ds.Delivered)
 	counter(c.failed, ds.Failed)
 	counter(c.throttled, ds.Throttled)
+	counter(c.unrouted, ds.Unrouted)
 	ls := cur.loop.Stats()
 	gauge(c.loopQueued, float64(ls.Queued))
 	gauge(c.loopRunning, float64(ls.Running))

@@ -37,8 +37,9 @@ func startPipeline(t *testing.T, withMetrics bool) *pipeline {
 	}
 	t.Cleanup(func() { _ = pair.Close() })
 	cfg := &configs.Config{
-		Ports: []configs.Port{{Name: "dev", Path: pair.Path(), Baud: 115200}},
-		Sinks: []configs.Sink{{Name: "file", URL: "file:" + filepath.Join(t.TempDir(), "out.jsonl")}},
+		Ports:    []configs.Port{{Name: "dev", Path: pair.Path(), Baud: 115200}},
+		Sinks:    []configs.Sink{{Name: "file", URL: "file:" + filepath.Join(t.TempDir(), "out.jsonl")}},
+		StateDir: t.TempDir(),
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -149,25 +150,32 @@ func TestMetricsReadyz(t *testing.T) {
 	// dispatcher's when the frame's future resolves just after: wait for both.
 	within(t, "every frame delivered", func() bool {
 		m = scrape(t, p.base)
-		return m[`serialcbd_sink_delivered_total{sink="file"}`] >= n && m[`serialcbd_frames_delivered_total`] >= n
+		return m[`serialcbd_sink_delivered_total{sink="file"}`] >= n && m[`serialcbd_frames_delivered_total`] >= n &&
+			m[`serialcbd_sink_spool_frames{sink="file"}`] == 0 // acknowledged out of the spool
 	})
 	want := map[string]float64{
-		`serialcbd_port_frames_total{port="dev"}`:                 n,
-		`serialcbd_port_bytes_total{port="dev"}`:                  float64(buf.Len()),
-		`serialcbd_port_oversize_frames_total{port="dev"}`:        0,
-		`serialcbd_port_reconnects_total{port="dev"}`:             0,
-		`serialcbd_port_invalid_frames_total{port="dev"}`:         0,
-		`serialcbd_port_up{port="dev"}`:                           1,
-		`serialcbd_sink_up{sink="file"}`:                          1,
-		`serialcbd_sink_delivered_total{sink="file"}`:             n,
-		`serialcbd_sink_failed_total{sink="file"}`:                0,
-		`serialcbd_sink_retried_total{sink="file"}`:               0,
-		`serialcbd_sink_pending_frames{sink="file"}`:              0,
-		`serialcbd_frames_submitted_total`:                        n,
-		`serialcbd_frames_delivered_total`:                        n,
-		`serialcbd_frames_failed_total`:                           0,
-		`serialcbd_loop_unobserved_failures_total`:                0,
-		`promhttp_metric_handler_errors_total{cause="gathering"}`: 0,
+		`serialcbd_port_frames_total{port="dev"}`:                    n,
+		`serialcbd_port_bytes_total{port="dev"}`:                     float64(buf.Len()),
+		`serialcbd_port_oversize_frames_total{port="dev"}`:           0,
+		`serialcbd_port_reconnects_total{port="dev"}`:                0,
+		`serialcbd_port_invalid_frames_total{port="dev"}`:            0,
+		`serialcbd_port_up{port="dev"}`:                              1,
+		`serialcbd_sink_up{sink="file"}`:                             1,
+		`serialcbd_sink_delivered_total{sink="file"}`:                n,
+		`serialcbd_sink_failed_total{sink="file"}`:                   0,
+		`serialcbd_sink_retried_total{sink="file"}`:                  0,
+		`serialcbd_sink_pending_frames{sink="file"}`:                 0,
+		`serialcbd_frames_submitted_total`:                           n,
+		`serialcbd_frames_delivered_total`:                           n,
+		`serialcbd_frames_failed_total`:                              0,
+		`serialcbd_loop_unobserved_failures_total`:                   0,
+		`serialcbd_frames_unrouted_total`:                            0,
+		`serialcbd_port_flushed_frames_total{port="dev"}`:            0,
+		`serialcbd_sink_spooled_total{sink="file"}`:                  n,
+		`serialcbd_sink_dead_lettered_total{sink="file"}`:            0,
+		`serialcbd_sink_spool_dropped_frames_total{sink="file"}`:     0,
+		`serialcbd_sink_delivery_latency_seconds_count{sink="file"}`: n,
+		`promhttp_metric_handler_errors_total{cause="gathering"}`:    0,
 	}
 	for series, v := range want {
 		got, ok := m[series]
@@ -178,7 +186,9 @@ func TestMetricsReadyz(t *testing.T) {
 		}
 	}
 	for _, series := range []string{"serialcbd_throttled_total", "serialcbd_loop_queued", "serialcbd_loop_running_handlers",
-		`serialcbd_sink_inflight_writes{sink="file"}`, "go_goroutines", "process_resident_memory_bytes"} {
+		`serialcbd_sink_inflight_writes{sink="file"}`, "go_goroutines", "process_resident_memory_bytes",
+		`serialcbd_port_last_frame_age_seconds{port="dev"}`, `serialcbd_sink_spool_bytes{sink="file"}`,
+		`serialcbd_sink_delivery_latency_seconds_bucket{sink="file",le="0.001"}`} {
 		if _, ok := m[series]; !ok {
 			t.Errorf("%s missing from /metrics", series)
 		}
@@ -251,7 +261,7 @@ func TestMetricsAddrErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, _, stderr := runCLI(t, "run", "--port", "/dev/null", "--sink", "stdout", "--metrics-addr", tt.addr)
+			code, _, stderr := runCLI(t, "run", "--port", "/dev/null", "--sink", "stdout", "--state-dir", t.TempDir(), "--metrics-addr", tt.addr)
 			if code != tt.code {
 				t.Errorf("exit %d, want %d; stderr: %s", code, tt.code, stderr)
 			}

@@ -17,13 +17,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/serialcbd/serialcbd/serialcb"
+	"github.com/serialcbd/serialcbd/serialcb/decode"
 )
 
 // monitorOpts are the flags of `serialcbd monitor`.
 type monitorOpts struct {
-	port, file, framing, validate string
-	baud, maxFrame                int
-	hexDump                       bool
+	port, file, framing, validate, decode string
+	baud, maxFrame                        int
+	hexDump                               bool
 }
 
 // newMonitorCmd returns `serialcbd monitor`: it shows frames as they are
@@ -31,17 +32,20 @@ type monitorOpts struct {
 func newMonitorCmd(g *globals) *cobra.Command {
 	var o monitorOpts
 	cmd := &cobra.Command{
-		Use:   "monitor (--port PATH | --file CAPTURE) [--framing SPEC] [--validate SPEC]",
+		Use:   "monitor (--port PATH | --file CAPTURE) [--framing SPEC] [--validate SPEC] [--decode SPEC]",
 		Short: "Show frames live as they are cut, with their checksum verdict",
 		Long: `monitor reads a serial port (or a recorded capture with --file), cuts the
 stream with --framing and prints one line per frame: time, sequence number,
 length, the payload as quoted text (or hex when it is binary, or a hex dump
-with --hex) and, with --validate, the checksum verdict. Nothing is delivered
-to any sink. Use it to find the right framing for an unknown device.
+with --hex) and, with --validate, the checksum verdict. With --decode, each
+valid frame is followed by the fields the decoder finds, as the daemon would
+store them, or by why it could not read the frame. Nothing is delivered to
+any sink. Use it to find the right framing and decoder for an unknown device.
 
 Framing specs: lines, lines:<delim>, fixed:N, len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive],
 stx-etx[:esc=0xNN], slip, cobs, regex:EXPR.
-Validators: nmea, crc16-modbus, crc16-ccitt, crc32, sum8.`,
+Validators: nmea, crc16-modbus, crc16-ccitt, crc32, sum8.
+Decoders: ` + decode.Kinds + `.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runMonitor(cmd.Context(), g, o) },
 	}
@@ -51,6 +55,7 @@ Validators: nmea, crc16-modbus, crc16-ccitt, crc32, sum8.`,
 	f.IntVar(&o.baud, "baud", 9600, "line speed for --port")
 	f.StringVar(&o.framing, "framing", "lines", "framing spec (see above)")
 	f.StringVar(&o.validate, "validate", "", "checksum to verify on each frame (see above)")
+	f.StringVar(&o.decode, "decode", "", "decoder to show each valid frame's fields with (see above)")
 	f.IntVar(&o.maxFrame, "max-frame", serialcb.DefaultMaxFrame, "largest frame in bytes; longer ones are dropped and shown")
 	f.BoolVar(&o.hexDump, "hex", false, "always show payloads as a hex dump")
 	return cmd
@@ -60,8 +65,11 @@ Validators: nmea, crc16-modbus, crc16-ccitt, crc32, sum8.`,
 type monitor struct {
 	w                      io.Writer
 	v                      serialcb.Validator
+	dec                    decode.Decoder // nil: no fields shown
 	hexDump                bool
 	frames, invalid, overs int
+	undecoded              int
+	fields                 []byte // dec's output, reused
 }
 
 func runMonitor(ctx context.Context, g *globals, o monitorOpts) error {
@@ -79,6 +87,11 @@ func runMonitor(ctx context.Context, g *globals, o monitorOpts) error {
 	if o.validate != "" {
 		if m.v, err = serialcb.ParseValidator(o.validate); err != nil {
 			return usagef("--validate: %v", err)
+		}
+	}
+	if o.decode != "" {
+		if m.dec, err = decode.Parse(o.decode); err != nil {
+			return usagef("--decode: %v", err)
 		}
 	}
 	if o.file != "" {
@@ -109,8 +122,8 @@ func runMonitor(ctx context.Context, g *globals, o monitorOpts) error {
 		return err
 	}
 	st := r.Stats()
-	fmt.Fprintf(m.w, "# %d frames, %d invalid, %d oversize (%d bytes), %d bytes read\n",
-		m.frames, m.invalid, st.Oversize, st.OversizeBytes, st.Bytes)
+	fmt.Fprintf(m.w, "# %d frames, %d invalid, %d oversize (%d bytes), %d bytes read%s\n",
+		m.frames, m.invalid, st.Oversize, st.OversizeBytes, st.Bytes, m.decodeSummary())
 	return nil
 }
 
@@ -155,18 +168,21 @@ func (m *monitor) file(path string, framer serialcb.Framer, maxFrame int) error 
 	if n := c.Dropping(); n > 0 {
 		fmt.Fprintf(m.w, "# oversize frame at end of file: %d bytes dropped\n", n)
 	}
-	fmt.Fprintf(m.w, "# %d frames, %d invalid, %d oversize, %d bytes read\n", m.frames, m.invalid, m.overs, total)
+	fmt.Fprintf(m.w, "# %d frames, %d invalid, %d oversize, %d bytes read%s\n", m.frames, m.invalid, m.overs, total, m.decodeSummary())
 	return nil
 }
 
-// frame prints one frame: time, seq, length, verdict, payload.
+// frame prints one frame: time, seq, length, verdict, payload; with a
+// decoder, a valid frame's fields (or why it has none) on the next line.
 func (m *monitor) frame(t time.Time, seq uint64, p []byte) {
 	m.frames++
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s #%d len=%d", stamp(t), seq, len(p))
+	valid := true
 	if m.v != nil {
 		if err := m.v.Valid(p); err != nil {
 			m.invalid++
+			valid = false
 			fmt.Fprintf(&b, " BAD(%v)", err)
 		} else {
 			b.WriteString(" ok")
@@ -175,7 +191,30 @@ func (m *monitor) frame(t time.Time, seq uint64, p []byte) {
 	b.WriteByte(' ')
 	b.WriteString(render(p, m.hexDump))
 	b.WriteByte('\n')
+	if m.dec != nil && valid {
+		var err error
+		m.fields, err = m.dec.Append(m.fields[:0], p)
+		switch {
+		case err != nil:
+			m.undecoded++
+			fmt.Fprintf(&b, "  not decoded: %v\n", err)
+		case len(m.fields) > 2:
+			b.WriteString("  fields ")
+			b.Write(m.fields)
+			b.WriteByte('\n')
+		default:
+			b.WriteString("  fields none\n")
+		}
+	}
 	io.WriteString(m.w, b.String())
+}
+
+// decodeSummary is the summary's tail with --decode.
+func (m *monitor) decodeSummary() string {
+	if m.dec == nil {
+		return ""
+	}
+	return fmt.Sprintf(", %d not decoded", m.undecoded)
 }
 
 func stamp(t time.Time) string { return t.Format("15:04:05.000000") }

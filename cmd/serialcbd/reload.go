@@ -45,6 +45,8 @@ type portRun struct {
 	disp  *dispatch.Dispatcher      // guarded by mu
 	check atomic.Pointer[portCheck] // written under mu; metrics read it
 	cfg   configs.Port              // owned by the goroutine running daemon.run
+	// lastFrame is the UnixNano time of the last frame read; 0 before one.
+	lastFrame atomic.Int64
 
 	stop context.CancelFunc // ends this port's read loop; set by startPort
 	done chan struct{}      // closed when the read loop returned; err is then set
@@ -60,6 +62,7 @@ func newPortRun(p configs.Port, r *serialcb.Reader, c *portCheck, disp *dispatch
 // onFrame is the Reader's callback: validate, then hand the frame to the
 // current dispatcher. The lock is uncontended except during a reload.
 func (p *portRun) onFrame(f serialcb.Frame) {
+	p.lastFrame.Store(f.ReceivedAt.UnixNano())
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.check.Load().accept(p.log, &f) {
@@ -141,20 +144,23 @@ func (rl *reloader) reload() (loopChanged bool) {
 		fail(err)
 		return false
 	}
+	old := d.current()
+	if keys := restartOnly(old.cfg, cfg); len(keys) > 0 {
+		d.log.Warn("config reload: these settings take effect at the next restart", zap.Strings("keys", keys))
+	}
+	// The spools stay where they are until a restart.
+	cfg.StateDir, cfg.Spool = old.cfg.StateDir, old.cfg.Spool
 	nd, err := build(cfg, d.reg, d.log)
 	if err != nil {
 		fail(err)
 		return false
 	}
-	old := d.current()
-	if keys := restartOnly(old.cfg, cfg); len(keys) > 0 {
-		d.log.Warn("config reload: these settings take effect at the next restart", zap.Strings("keys", keys))
-	}
 	next := &generation{cfg: cfg, loop: old.loop, disp: old.disp}
 	newDelivery := !sameDelivery(old.cfg, cfg)
 	if newDelivery {
 		nd.loop.Start()
-		if err := nd.disp.Start(rl.ctx); err != nil {
+		// The spools are opened once the old dispatcher released them.
+		if err := nd.disp.StartSinks(rl.ctx); err != nil {
 			shutdownLoop(nd.loop)
 			fail(errors.Join(err, nd.disp.Close()))
 			return false
@@ -212,10 +218,19 @@ func (rl *reloader) reload() (loopChanged bool) {
 	for _, p := range start {
 		d.startPort(rl.readCtx, rl.readers, p, rl.failed, func(ctx context.Context) error { return p.r.Run(ctx, p.onFrame) })
 	}
-	if newDelivery {
+	if newDelivery && spooling(cfg) {
+		// A sink's spool has one owner at a time: the old dispatcher hands
+		// over (every frame it took is on disk), then the new one opens the
+		// spools. Meanwhile the new lanes hold frames in memory, within
+		// their queues, then pause the read loops.
+		d.retire(old, true)
+		if err := nd.disp.StartSpools(); err != nil {
+			d.log.Error("reload: opening the spools failed; frames wait in memory until the queues fill (restart serialcbd)", zap.Error(err))
+		}
+	} else if newDelivery {
 		// No port submits to the old dispatcher any more: its Drain, handed
 		// to its loop with CallSoon, comes after every frame it was given.
-		rl.retiring.Go(func() { d.retire(old) })
+		rl.retiring.Go(func() { d.retire(old, false) })
 	}
 	d.log.Info("config reloaded", zap.String("file", cfg.File()), zap.Int("ports_kept", len(kept)),
 		zap.Int("ports_started", len(start)), zap.Int("ports_stopped", len(stopped)),
@@ -225,11 +240,23 @@ func (rl *reloader) reload() (loopChanged bool) {
 
 // retire drains an old pipeline's dispatcher, stops its loop and closes its
 // sinks: frames it was handed are delivered by the sinks they were routed to.
-func (d *daemon) retire(old *generation) {
+func (d *daemon) retire(old *generation, handover bool) {
 	dctx, cancel := context.WithTimeout(context.Background(), d.drainTimeout)
 	defer cancel()
-	if err := old.disp.Drain(dctx); err != nil {
+	drain := old.disp.Drain
+	if handover {
+		drain = old.disp.Handover
+	}
+	if err := drain(dctx); err != nil {
 		d.log.Error("reload: drain deadline of the previous sinks passed; undelivered frames were logged above", zap.Error(err))
+	}
+	if handover {
+		for _, s := range old.disp.Stats().Sinks {
+			if s.Spool != nil && s.Spool.Frames > 0 && !hasSink(d.current().cfg, s.Name) {
+				d.log.Warn("reload: a removed sink left frames in its spool; add the sink back to deliver them, or purge them with `serialcbd spool purge`",
+					zap.String("sink", s.Name), zap.Uint64("frames", s.Spool.Frames))
+			}
+		}
 	}
 	shutdownLoop(old.loop)
 	if err := old.disp.Close(); err != nil {
@@ -259,6 +286,8 @@ func restartOnly(a, b *configs.Config) []string {
 		{"metrics_addr", reflect.DeepEqual(a.MetricsAddr, b.MetricsAddr)},
 		{"drain_timeout", a.DrainTimeout == b.DrainTimeout},
 		{"require_ports", a.RequirePorts == b.RequirePorts},
+		{"state_dir", a.StateDir == b.StateDir},
+		{"spool", reflect.DeepEqual(a.Spool, b.Spool)},
 	} {
 		if !k.same {
 			keys = append(keys, k.key)
@@ -284,4 +313,16 @@ func sameDelivery(a, b *configs.Config) bool {
 	yb, errb := yaml.Marshal(b.Sinks)
 	return erra == nil && errb == nil && bytes.Equal(ya, yb) &&
 		a.Loop == b.Loop && reflect.DeepEqual(routes(a), routes(b))
+}
+
+// spooling reports whether cfg's sinks have spools.
+func spooling(cfg *configs.Config) bool { return cfg.StateDir != "" && cfg.Spool.On() }
+
+func hasSink(cfg *configs.Config, name string) bool {
+	for _, s := range cfg.Sinks {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
 }

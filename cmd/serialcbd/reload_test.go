@@ -56,8 +56,13 @@ func waitComplete(t *testing.T, n int, paths ...string) {
 	})
 }
 
+// writeConfig writes a config file; its state_dir, unless text has one,
+// is beside the file, not in the source tree.
 func writeConfig(t *testing.T, file, text string) {
 	t.Helper()
+	if !strings.Contains(text, "state_dir:") {
+		text = strings.TrimSuffix(text, "\n") + "\nstate_dir: " + filepath.Join(filepath.Dir(file), "state") + "\n" // last, so line numbers hold
+	}
 	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -45,6 +45,7 @@ Try it with no hardware:  serialcbd demo`,
 		newMonitorCmd(g),
 		newSendCmd(g),
 		newHealthCmd(g),
+		newSpoolCmd(g),
 		newBenchCmd(g),
 		newVersionCmd(g),
 	)

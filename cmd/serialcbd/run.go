@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/serialcbd/serialcbd/configs"
+	"github.com/serialcbd/serialcbd/serialcb/decode"
 )
 
 const defaultSink = "sqlite:./serialcbd.db"
@@ -29,7 +30,10 @@ type quickFlags struct {
 	drainTimeout time.Duration
 	metricsAddr  string
 	validate     string
+	decode       string
 	requirePorts bool
+	stateDir     string
+	spool        bool
 }
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -48,6 +52,8 @@ A port missing at start is waited for: it is opened when it appears, while
 the other ports run. --require-ports makes a missing port an error (exit 2).
 --validate SPEC checks every frame (nmea, crc16-modbus, crc16-ccitt, crc32,
 sum8); frames that fail are counted, logged at a limited rate and dropped.
+--decode SPEC adds named fields to every valid frame (nmea, csv:NAME,...,
+regex:EXPR, json, hex, base64); a frame it cannot read is kept without.
 
 Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdout.`,
 		Example: `  serialcbd run --port /dev/ttyUSB0 --baud 115200
@@ -95,7 +101,10 @@ Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdo
 	f.StringArrayVarP(&q.sinks, "sink", "s", nil, "sink spec (repeatable): sqlite:PATH, http(s)://…, file:PATH, stdout (default "+defaultSink+")")
 	f.DurationVar(&q.drainTimeout, "drain-timeout", defaultDrainTimeout, "how long a stop waits for in-flight frames")
 	f.StringVar(&q.validate, "validate", "", "check every frame of --port: nmea, crc16-modbus, crc16-ccitt, crc32 or sum8; invalid frames are counted and dropped")
+	f.StringVar(&q.decode, "decode", "", "decode every valid frame of --port into named fields: "+decode.Kinds)
 	f.BoolVar(&q.requirePorts, "require-ports", false, "exit 2 if a port is missing at start instead of waiting for it")
+	f.StringVar(&q.stateDir, "state-dir", configs.DefaultStateDir, "directory of the sinks' spools and dead letters (overrides state_dir)")
+	f.BoolVar(&q.spool, "spool", true, "store frames on disk until each sink has them (--spool=false: memory only; a crash loses frames in flight)")
 	f.StringVar(&q.metricsAddr, "metrics-addr", defaultMetricsAddr, `HOST:PORT serving /metrics, /healthz and /readyz ("" disables; ":9464" for every interface)`)
 	return cmd
 }
@@ -103,7 +112,7 @@ Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdo
 // load returns the configuration from --config or from the quick-mode flags.
 func (q *quickFlags) load(cmd *cobra.Command) (*configs.Config, error) {
 	if q.config != "" {
-		for _, name := range []string{"port", "baud", "framing", "max-frame", "sink", "validate"} {
+		for _, name := range []string{"port", "baud", "framing", "max-frame", "sink", "validate", "decode"} {
 			if cmd.Flags().Changed(name) {
 				return nil, usagef("--%s cannot be combined with --config: put it in the config file", name)
 			}
@@ -114,6 +123,12 @@ func (q *quickFlags) load(cmd *cobra.Command) (*configs.Config, error) {
 		}
 		if cmd.Flags().Changed("drain-timeout") {
 			cfg.DrainTimeout = q.drainTimeout
+		}
+		if cmd.Flags().Changed("state-dir") {
+			cfg.StateDir = q.stateDir
+		}
+		if !q.spool {
+			cfg.Spool.Enabled = &q.spool
 		}
 		if q.requirePorts {
 			cfg.RequirePorts = true
@@ -128,7 +143,10 @@ func (q *quickFlags) load(cmd *cobra.Command) (*configs.Config, error) {
 
 // quickConfig builds the quick-mode configuration.
 func (q *quickFlags) quickConfig() (*configs.Config, error) {
-	cfg := &configs.Config{DrainTimeout: q.drainTimeout, RequirePorts: q.requirePorts}
+	cfg := &configs.Config{DrainTimeout: q.drainTimeout, RequirePorts: q.requirePorts, StateDir: q.stateDir}
+	if !q.spool {
+		cfg.Spool.Enabled = &q.spool
+	}
 	seen := map[string]int{}
 	for _, p := range q.ports {
 		name, path, ok := strings.Cut(p, "=")
@@ -143,7 +161,7 @@ func (q *quickFlags) quickConfig() (*configs.Config, error) {
 			name = fmt.Sprintf("%s-%d", name, n+1)
 		}
 		seen[name]++
-		cfg.Ports = append(cfg.Ports, configs.Port{Name: name, Path: path, Baud: q.baud, Framing: q.framing, MaxFrame: q.maxFrame, Validate: q.validate})
+		cfg.Ports = append(cfg.Ports, configs.Port{Name: name, Path: path, Baud: q.baud, Framing: q.framing, MaxFrame: q.maxFrame, Validate: q.validate, Decode: q.decode})
 	}
 	sinks := q.sinks
 	if len(sinks) == 0 {

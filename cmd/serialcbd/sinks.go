@@ -12,6 +12,7 @@ import (
 	"github.com/serialcbd/serialcbd/dispatch"
 	"github.com/serialcbd/serialcbd/dispatch/httpsink"
 	"github.com/serialcbd/serialcbd/dispatch/jsonlsink"
+	"github.com/serialcbd/serialcbd/dispatch/natssink"
 	"github.com/serialcbd/serialcbd/dispatch/sqlsink"
 )
 
@@ -43,6 +44,15 @@ func httpLane(c httpsink.Config) dispatch.Options {
 	return httpJSONLane
 }
 
+// natsLane: JetStream acks come back asynchronously, so a few batches in
+// flight keep the pipe full; core NATS has no acks to wait for.
+func natsLane(c natssink.Config) dispatch.Options {
+	if c.JetStream {
+		return dispatch.Options{MaxBatch: 500, MaxInflight: 4}
+	}
+	return dispatch.Options{MaxBatch: 500, MaxInflight: 1}
+}
+
 // fixedLane returns lane defaults that do not depend on the settings.
 func fixedLane[C any](o dispatch.Options) func(C) dispatch.Options {
 	return func(C) dispatch.Options { return o }
@@ -66,6 +76,12 @@ func newRegistry() *registry {
 			usage:    "http://HOST[:PORT]/PATH or https://…",
 			block:    "http",
 			build:    builder(httpsink.ParseSpec, httpsink.New, httpLane),
+		},
+		{
+			prefixes: []string{"nats://", "tls://"},
+			usage:    "nats://HOST[:PORT]/SUBJECT",
+			block:    "nats",
+			build:    builder(natssink.ParseSpec, natssink.New, natsLane),
 		},
 		{
 			prefixes: []string{"file:", "stdout"},
@@ -141,7 +157,8 @@ func (r *registry) target(cfg *configs.Config, i int, log *zap.Logger) (dispatch
 	if err != nil {
 		return dispatch.Target{}, fail(key+".url", err)
 	}
-	blocks := map[string]*yaml.Node{"http": &s.HTTP, "sqlite": &s.SQLite, "file": &s.File}
+	blocks := map[string]*yaml.Node{"http": &s.HTTP, "sqlite": &s.SQLite, "file": &s.File,
+		"postgres": &s.Postgres, "mqtt": &s.MQTT, "nats": &s.NATS}
 	for name, n := range blocks {
 		if n.Kind != 0 && name != kind.block {
 			return dispatch.Target{}, fail(key+"."+name, fmt.Errorf("a %s block does not apply to %s (this sink reads a %q block)", name, kind.usage, kind.block))

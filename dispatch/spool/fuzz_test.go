@@ -14,7 +14,10 @@ import (
 // decodes to the same frame, and that a frame built from the input survives
 // encode → decode unchanged.
 func FuzzDecodeRecord(f *testing.F) {
-	for _, fr := range mkFrames("ttyUSB0", 1, 3, -1) {
+	for i, fr := range mkFrames("ttyUSB0", 1, 4, -1) {
+		if i%2 == 1 {
+			fr.Fields = []byte(`{"hex":"0102"}`) // a version 2 record
+		}
 		rec := appendRecord(nil, fr)
 		f.Add(rec)
 		f.Add(rec[:len(rec)-1])
@@ -27,14 +30,14 @@ func FuzzDecodeRecord(f *testing.F) {
 			if n > len(data) {
 				t.Fatalf("n %d > len %d", n, len(data))
 			}
-			fr := &serialcb.Frame{ID: v.id, Port: string(v.port), Seq: v.seq, ReceivedAt: v.receivedAt(), Payload: v.payload}
+			fr := &serialcb.Frame{ID: v.id, Port: string(v.port), Seq: v.seq, ReceivedAt: v.receivedAt(), Payload: v.payload, Fields: v.fields}
 			rec := appendRecord(nil, fr)
 			if len(rec) != recordSize(fr) {
 				t.Fatalf("recordSize %d, encoded %d", recordSize(fr), len(rec))
 			}
 			w, _, err := decodeRecord(rec)
 			if err != nil || w.id != v.id || w.seq != v.seq || w.sec != v.sec || w.nsec != v.nsec ||
-				!bytes.Equal(w.port, v.port) || !bytes.Equal(w.payload, v.payload) {
+				!bytes.Equal(w.port, v.port) || !bytes.Equal(w.payload, v.payload) || !bytes.Equal(w.fields, v.fields) {
 				t.Fatalf("re-encoded record differs: %v", err)
 			}
 		}
@@ -58,6 +61,11 @@ func FuzzDecodeRecord(f *testing.F) {
 		if len(data) > 0 {
 			k := int(data[0]) % (len(data) + 1)
 			fr.Port, fr.Payload = string(data[:k]), data[k:]
+			if len(data) > 1 && data[1]&1 == 1 {
+				// Fields are opaque to the spool: any bytes round-trip.
+				j := len(fr.Payload) / 2
+				fr.Payload, fr.Fields = fr.Payload[:j], fr.Payload[j:]
+			}
 		}
 		rec := appendRecord(nil, &fr)
 		w, n, err := decodeRecord(append(rec, 0xEE)) // trailing byte belongs to the next record
@@ -65,7 +73,7 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("round trip: %v (n %d, len %d)", err, n, len(rec))
 		}
 		if w.id != fr.ID || w.seq != fr.Seq || !w.receivedAt().Equal(fr.ReceivedAt) ||
-			string(w.port) != fr.Port || !bytes.Equal(w.payload, fr.Payload) {
+			string(w.port) != fr.Port || !bytes.Equal(w.payload, fr.Payload) || !bytes.Equal(w.fields, fr.Fields) {
 			t.Fatal("round trip changed the frame")
 		}
 	})

@@ -13,16 +13,22 @@ import (
 //
 //	segment = segMagic record*
 //	record  = u32 len(body) | u32 CRC-32C(body) | body
-//	body    = u8 version(=1) | id [16]byte | uvarint seq | varint unix seconds |
+//	body    = u8 version(1 or 2) | id [16]byte | uvarint seq | varint unix seconds |
 //	          uvarint nanoseconds (< 1e9) | uvarint len(port) | port |
 //	          uvarint len(payload) | payload
+//	          [version 2 only: uvarint len(fields) (> 0) | fields]
 //
-// The body must be consumed exactly: trailing bytes make a record corrupt.
+// Version 2 is written only for a frame with decoded fields (Frame.Fields,
+// one JSON object); a frame without is written as version 1, byte for byte
+// as before fields existed, so spools without fields stay readable by older
+// builds. Both versions are read. The body must be consumed exactly:
+// trailing bytes make a record corrupt.
 const (
 	segMagic      = "scbdspl1"
 	segHeaderSize = int64(len(segMagic))
 	recHeaderSize = 8
-	bodyVersion   = 1
+	bodyVersion   = 1 // a frame without fields
+	bodyVersion2  = 2 // a frame with fields
 	// minBodySize is version + id + four one-byte varints + one-byte
 	// payload length.
 	minBodySize = 1 + 16 + 1 + 1 + 1 + 1 + 1
@@ -50,13 +56,26 @@ func recordSize(f *serialcb.Frame) int {
 	return recHeaderSize + 1 + 16 +
 		uvarintLen(f.Seq) + varintLen(sec) + uvarintLen(uint64(nsec)) +
 		uvarintLen(uint64(len(f.Port))) + len(f.Port) +
-		uvarintLen(uint64(len(f.Payload))) + len(f.Payload)
+		uvarintLen(uint64(len(f.Payload))) + len(f.Payload) +
+		fieldsSize(f)
+}
+
+// fieldsSize is the size of the version 2 tail: 0 without fields.
+func fieldsSize(f *serialcb.Frame) int {
+	if len(f.Fields) == 0 {
+		return 0
+	}
+	return uvarintLen(uint64(len(f.Fields))) + len(f.Fields)
 }
 
 // appendRecord appends the record encoding f to dst.
 func appendRecord(dst []byte, f *serialcb.Frame) []byte {
 	start := len(dst)
-	dst = append(dst, 0, 0, 0, 0, 0, 0, 0, 0, bodyVersion)
+	version := byte(bodyVersion)
+	if len(f.Fields) > 0 {
+		version = bodyVersion2
+	}
+	dst = append(dst, 0, 0, 0, 0, 0, 0, 0, 0, version)
 	dst = append(dst, f.ID[:]...)
 	dst = binary.AppendUvarint(dst, f.Seq)
 	dst = binary.AppendVarint(dst, f.ReceivedAt.Unix())
@@ -65,13 +84,18 @@ func appendRecord(dst []byte, f *serialcb.Frame) []byte {
 	dst = append(dst, f.Port...)
 	dst = binary.AppendUvarint(dst, uint64(len(f.Payload)))
 	dst = append(dst, f.Payload...)
+	if len(f.Fields) > 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(f.Fields)))
+		dst = append(dst, f.Fields...)
+	}
 	body := dst[start+recHeaderSize:]
 	binary.LittleEndian.PutUint32(dst[start:], uint32(len(body)))
 	binary.LittleEndian.PutUint32(dst[start+4:], crc32.Checksum(body, castagnoli))
 	return dst
 }
 
-// frameView is a decoded record whose Port and Payload alias the input.
+// frameView is a decoded record whose port, payload and fields alias the
+// input. fields is nil for a version 1 record.
 type frameView struct {
 	id      serialcb.ID
 	seq     uint64
@@ -79,6 +103,7 @@ type frameView struct {
 	nsec    int64
 	port    []byte
 	payload []byte
+	fields  []byte
 }
 
 func (v *frameView) receivedAt() time.Time { return time.Unix(v.sec, v.nsec).UTC() }
@@ -111,9 +136,10 @@ func decodeRecord(b []byte) (v frameView, n int, err error) {
 }
 
 func decodeBody(b []byte, v *frameView) error {
-	if len(b) < 1+16 || b[0] != bodyVersion {
+	if len(b) < 1+16 || b[0] != bodyVersion && b[0] != bodyVersion2 {
 		return errBadBody
 	}
+	version := b[0]
 	copy(v.id[:], b[1:17])
 	b = b[17:]
 	var k int
@@ -135,7 +161,17 @@ func decodeBody(b []byte, v *frameView) error {
 	if v.port, b, ok = lenPrefixed(b); !ok {
 		return errBadBody
 	}
-	if v.payload, b, ok = lenPrefixed(b); !ok || len(b) != 0 {
+	if v.payload, b, ok = lenPrefixed(b); !ok {
+		return errBadBody
+	}
+	if version == bodyVersion2 {
+		// Fields are never empty in version 2: an empty field would have
+		// been written as version 1, so it is not the writer's output.
+		if v.fields, b, ok = lenPrefixed(b); !ok || len(v.fields) == 0 {
+			return errBadBody
+		}
+	}
+	if len(b) != 0 {
 		return errBadBody
 	}
 	return nil

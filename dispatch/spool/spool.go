@@ -744,14 +744,14 @@ func (s *Spool) skipDamage(sg *segment, limit int64, reason string) {
 }
 
 // materialize copies views into frames that own their bytes: one slab for
-// the payloads and one for the frames.
+// the payloads and fields, and one for the frames.
 func (s *Spool) materialize(views []frameView) []*serialcb.Frame {
 	if len(views) == 0 {
 		return nil
 	}
 	total := 0
 	for i := range views {
-		total += len(views[i].payload)
+		total += len(views[i].payload) + len(views[i].fields)
 	}
 	slab := make([]byte, 0, total)
 	frames := make([]serialcb.Frame, len(views))
@@ -769,6 +769,11 @@ func (s *Spool) materialize(views []frameView) []*serialcb.Frame {
 			Seq:        v.seq,
 			ReceivedAt: v.receivedAt(),
 			Payload:    slab[start:len(slab):len(slab)],
+		}
+		if len(v.fields) > 0 {
+			start = len(slab)
+			slab = append(slab, v.fields...)
+			frames[i].Fields = slab[start:len(slab):len(slab)]
 		}
 		out[i] = &frames[i]
 	}

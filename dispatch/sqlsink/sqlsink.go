@@ -5,6 +5,11 @@
 // Each batch is one transaction of multi-row inserts that ignore rows whose
 // id is already present, so a batch retried after a failure never duplicates
 // a row: delivery is at-least-once, the table's content exactly-once.
+//
+// Decoded fields (serialcb.Frame.Fields) go to the column fields as JSON
+// text, NULL when the frame has none; SQLite's JSON functions read it
+// (json_extract(fields, '$.temp')). A table made before that column existed
+// gets it at Start (ALTER TABLE … ADD COLUMN), its rows kept with NULL.
 package sqlsink
 
 import (
@@ -141,7 +146,7 @@ var _ dispatch.Sink = (*Sink)(nil)
 type writeBuf struct {
 	args []any
 	text []byte
-	ends []int // end offsets of each id and timestamp in text
+	ends []int // end offsets of each id, timestamp and fields in text
 }
 
 // New returns a sink for cfg. It does no I/O; Start opens the database.
@@ -232,7 +237,8 @@ func (s *Sink) setup(ctx context.Context, db *sql.DB) error {
 	port TEXT NOT NULL,
 	seq INTEGER NOT NULL,
 	received_at TEXT NOT NULL,
-	payload BLOB NOT NULL
+	payload BLOB NOT NULL,
+	fields TEXT
 )`,
 		// Readers look frames up per port in order. It costs 15-20% of
 		// insert throughput (measured with BenchmarkWriteBatch), well
@@ -243,6 +249,9 @@ func (s *Sink) setup(ctx context.Context, db *sql.DB) error {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("create table %s in %q: %w", t, s.cfg.Path, err)
 		}
+	}
+	if err := s.addFieldsColumn(ctx, db, t); err != nil {
+		return err
 	}
 	s.stmts = make([]*sql.Stmt, len(s.sizes))
 	for i, n := range s.sizes {
@@ -255,16 +264,34 @@ func (s *Sink) setup(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
+// addFieldsColumn upgrades a table created before the fields column: its
+// rows are kept, with NULL fields.
+func (s *Sink) addFieldsColumn(ctx context.Context, db *sql.DB, table string) error {
+	var n int
+	err := db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info(?) WHERE name = 'fields'`, s.cfg.Table).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("inspect table %s in %q: %w", table, s.cfg.Path, err)
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := db.ExecContext(ctx, `ALTER TABLE `+table+` ADD COLUMN fields TEXT`); err != nil {
+		return fmt.Errorf("add column fields to table %s in %q: %w", table, s.cfg.Path, err)
+	}
+	s.log.Info("sqlite sink: added column fields to an existing table", zap.String("path", s.cfg.Path), zap.String("table", s.cfg.Table))
+	return nil
+}
+
 func quoteIdent(s string) string { return `"` + s + `"` }
 
 func insertSQL(table string, rows int) string {
 	var b strings.Builder
-	b.WriteString("INSERT INTO " + table + " (id, port, seq, received_at, payload) VALUES ")
+	b.WriteString("INSERT INTO " + table + " (id, port, seq, received_at, payload, fields) VALUES ")
 	for i := range rows {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?)")
 	}
 	b.WriteString(" ON CONFLICT(id) DO NOTHING")
 	return b.String()
@@ -389,13 +416,17 @@ func (s *Sink) stmtFor(rem int) int {
 
 // exec inserts len(chunk) rows with st, which must take exactly that many.
 func (s *Sink) exec(ctx context.Context, tx *sql.Tx, st *sql.Stmt, chunk []*serialcb.Frame, buf *writeBuf) error {
-	// Texts of the chunk (ids and timestamps) are formatted into one buffer
-	// and turned into one string, then sliced: one allocation per chunk.
+	// Texts of the chunk (ids, timestamps and fields) are formatted into
+	// one buffer and turned into one string, then sliced: one allocation
+	// per chunk. Fields are bound as text, not as a []byte, so that SQLite
+	// stores them as TEXT (a BLOB would read as JSONB to json_extract).
 	text, ends := buf.text[:0], buf.ends[:0]
 	for _, f := range chunk {
 		text, _ = f.ID.AppendText(text)
 		ends = append(ends, len(text))
 		text = f.ReceivedAt.UTC().AppendFormat(text, dispatch.TimeLayout)
+		ends = append(ends, len(text))
+		text = append(text, f.Fields...)
 		ends = append(ends, len(text))
 	}
 	buf.text, buf.ends = text, ends
@@ -406,9 +437,13 @@ func (s *Sink) exec(ctx context.Context, tx *sql.Tx, st *sql.Stmt, chunk []*seri
 	lastPort := ""
 	pos := 0
 	for i, f := range chunk {
-		id := str[pos:ends[2*i]]
-		at := str[ends[2*i]:ends[2*i+1]]
-		pos = ends[2*i+1]
+		id := str[pos:ends[3*i]]
+		at := str[ends[3*i]:ends[3*i+1]]
+		var fields any // NULL
+		if len(f.Fields) > 0 {
+			fields = str[ends[3*i+1]:ends[3*i+2]]
+		}
+		pos = ends[3*i+2]
 		if port == nil || f.Port != lastPort {
 			// Frames of a batch usually share a port: box it once.
 			port, lastPort = f.Port, f.Port
@@ -418,7 +453,7 @@ func (s *Sink) exec(ctx context.Context, tx *sql.Tx, st *sql.Stmt, chunk []*seri
 			// A nil []byte binds as NULL; an empty frame is an empty BLOB.
 			payload = []byte{}
 		}
-		args = append(args, id, port, int64(f.Seq), at, payload)
+		args = append(args, id, port, int64(f.Seq), at, payload, fields)
 	}
 	buf.args = args
 	_, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...)

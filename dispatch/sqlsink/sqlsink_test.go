@@ -494,3 +494,108 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("journal_mode = %q, %v; want wal", mode, err)
 	}
 }
+
+// Decoded fields are stored as JSON text that SQLite's JSON functions
+// read; a frame without fields stores NULL.
+func TestWriteStoresFields(t *testing.T) {
+	s, cfg := start(t, nil)
+	at := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
+	batch := []*serialcb.Frame{
+		{ID: serialcb.ID{1}, Port: "gps", Seq: 1, ReceivedAt: at, Payload: []byte("$GPGGA,…"), Fields: []byte(`{"type":"GGA","lat":48.85837,"satellites":8}`)},
+		{ID: serialcb.ID{2}, Port: "gps", Seq: 2, ReceivedAt: at, Payload: []byte("noise")},
+		{ID: serialcb.ID{3}, Port: "env", Seq: 1, ReceivedAt: at, Payload: []byte("21.5"), Fields: []byte(`{"temp":"21.5"}`)},
+	}
+	if err := s.Write(t.Context(), batch); err != nil {
+		t.Fatal(err)
+	}
+	db := openDB(t, cfg)
+	rows, err := db.Query(`SELECT fields, typeof(fields), json_extract(fields, '$.lat'), json_extract(fields, '$.temp') FROM frames ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var fields, lat, temp sql.NullString
+		var typ string
+		if err := rows.Scan(&fields, &typ, &lat, &temp); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s|%s|%s|%s", fields.String, typ, lat.String, temp.String))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`{"type":"GGA","lat":48.85837,"satellites":8}|text|48.85837|`,
+		`|null||`,
+		`{"temp":"21.5"}|text||21.5`,
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("rows\n%q\nwant\n%q", got, want)
+	}
+}
+
+// A table made before the fields column existed gets it at Start; its rows
+// are kept (fields NULL) and new frames store their fields.
+func TestStartAddsFieldsColumn(t *testing.T) {
+	cfg, err := ParseSpec("sqlite:" + filepath.Join(t.TempDir(), "old.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := openDB(t, cfg)
+	for _, q := range []string{
+		`CREATE TABLE frames (id TEXT PRIMARY KEY, port TEXT NOT NULL, seq INTEGER NOT NULL, received_at TEXT NOT NULL, payload BLOB NOT NULL)`,
+		`INSERT INTO frames VALUES ('old-1', 'p', 1, '2024-01-01T00:00:00.000000000Z', x'6869')`,
+	} {
+		if _, err := old.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second Start finds the column and leaves it
+		s, err := New(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	f := &serialcb.Frame{ID: serialcb.ID{9}, Port: "p", Seq: 2, ReceivedAt: time.Now(), Payload: []byte("x"), Fields: []byte(`{"a":"b"}`)}
+	if err := s.Write(t.Context(), []*serialcb.Frame{f}); err != nil {
+		t.Fatal(err)
+	}
+	db := openDB(t, cfg)
+	var payload []byte
+	var oldFields sql.NullString
+	if err := db.QueryRow(`SELECT payload, fields FROM frames WHERE id = 'old-1'`).Scan(&payload, &oldFields); err != nil {
+		t.Fatal(err)
+	}
+	if string(payload) != "hi" || oldFields.Valid {
+		t.Errorf("old row: payload %q fields %v, want hi and NULL", payload, oldFields)
+	}
+	var fields string
+	if err := db.QueryRow(`SELECT fields FROM frames WHERE id = ?`, f.ID.String()).Scan(&fields); err != nil {
+		t.Fatal(err)
+	}
+	if fields != `{"a":"b"}` {
+		t.Errorf("new row fields %q", fields)
+	}
+	if n := count(t, db, "frames"); n != 2 {
+		t.Errorf("%d rows, want 2", n)
+	}
+}

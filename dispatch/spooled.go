@@ -1,0 +1,333 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/serialcbd/serialcbd/asyncloop"
+	"github.com/serialcbd/serialcbd/dispatch/spool"
+	"github.com/serialcbd/serialcbd/serialcb"
+)
+
+// A spooled lane runs two pipelines on the loop, each doing its I/O on a
+// worker with one task in flight:
+//
+//	accepted frames ─Append─▶ spool ─Read─▶ Write to the sink ─▶ Ack
+//
+// Appends are group commits of every frame accepted while the previous
+// one ran. Reads hand out chunks in spool order; a chunk's cursor is
+// acknowledged once it and every chunk before it are settled (delivered or
+// dead-lettered), so a crash redelivers at most the unsettled chunks, and
+// ids make that harmless. Failed batches are retried from memory; the
+// spool is never rewound while running.
+
+// maxAppend caps the frames of one Append, so that one group commit stays
+// short and the next can gather behind it.
+const maxAppend = 4096
+
+// spoolRetry is the wait before retrying a failed spool operation.
+const spoolRetry = 250 * time.Millisecond
+
+// spoolLane is a lane's store-and-forward state; loop-owned except for the
+// atomics.
+type spoolLane struct {
+	spooled  bool // Options.OpenSpool is set
+	sp       *spool.Spool
+	dl       DeadLetterStore
+	spoolRef atomic.Pointer[spool.Spool] // sp, for Stats from any goroutine
+	// What Start opened, for Close (which runs after the loop stopped,
+	// whether or not the hand-off to the loop ran).
+	openedSp *spool.Spool
+	openedDl DeadLetterStore
+
+	appending   bool        // an Append is in flight
+	appendRetry func() bool // timer of a failed Append's retry
+	readRetry   func() bool // timer of a failed Read's retry
+	spoolEmpty  bool        // the last Read found nothing new
+	chunks      []*chunk    // read, in spool order, not yet acknowledged
+	ackBusy     bool        // an Ack is in flight
+	ackNext     *chunk      // newest settled prefix end not yet acknowledged
+	deadBusy    int         // dead-letter writes in flight or waiting to retry
+	spoolLog    limiter
+
+	spoolDown      atomic.Bool  // the last Append failed for a reason other than a full spool
+	inflightAppend atomic.Bool  // appending, for any goroutine
+	appendProgress atomic.Int64 // UnixNano of the last Append started or finished
+	nSpooled       atomic.Uint64
+	nDead          atomic.Uint64
+}
+
+// chunk is one Read's frames: left counts those not yet settled.
+type chunk struct {
+	cur  spool.Cursor
+	left int
+}
+
+// spoolHealthy tells admission whether to wait for room: appends work and
+// are not stuck. A full spool under the Block policy counts as healthy, so
+// that admission waits and the read loop pauses, as that policy promises.
+func (l *lane) spoolHealthy() bool {
+	if l.spoolDown.Load() {
+		return false
+	}
+	return !l.appendBusy() || time.Since(time.Unix(0, l.appendProgress.Load())) < stallAfter
+}
+
+func (l *lane) appendBusy() bool { return l.inflightAppend.Load() }
+
+// attachSpool gives the lane its opened spool; on the loop.
+func (l *lane) attachSpool(sp *spool.Spool, dl DeadLetterStore) {
+	if l.d.aborted {
+		return // stopped before Start's hand-off ran; Close closes it
+	}
+	l.sp, l.dl = sp, dl
+	l.spoolRef.Store(sp)
+	l.pump()
+}
+
+// pumpSpooled starts an Append of accepted frames and Writes of spooled
+// frames while the lane has room; on the loop.
+func (l *lane) pumpSpooled() {
+	if l.sp == nil {
+		return // Start has not opened it yet
+	}
+	defer l.d.checkDrained()
+	if !l.appending && l.appendRetry == nil && len(l.pending) > l.head && !l.d.aborted {
+		l.startAppend()
+	}
+	for {
+		limit := l.opt.MaxInflight
+		if l.failing > 0 {
+			limit = 1 // the sink is failing: probe it with one batch, do not hammer it
+		}
+		if l.inflight >= limit {
+			return
+		}
+		if len(l.ready) > 0 && !l.d.handover {
+			b := l.ready[0]
+			l.ready[0] = nil
+			l.ready = l.ready[1:]
+			l.start(b)
+			continue
+		}
+		if l.spoolEmpty || l.readRetry != nil || l.d.aborted || l.d.handover {
+			return
+		}
+		frames, cur, err := l.sp.Read(l.opt.MaxBatch)
+		if err != nil && len(frames) == 0 {
+			if errors.Is(err, spool.ErrClosed) {
+				return
+			}
+			l.logSpool("spool read failed; will retry", err)
+			l.readRetry = l.d.loop.CallLater(spoolRetry, func() {
+				l.readRetry = nil
+				l.pump()
+			})
+			return
+		}
+		if len(frames) == 0 {
+			l.spoolEmpty = true
+			return
+		}
+		ch := &chunk{cur: cur, left: len(frames)}
+		l.chunks = append(l.chunks, ch)
+		l.start(&batch{frames: frames, chunk: ch})
+	}
+}
+
+// startAppend writes the accepted frames to the spool as one group commit.
+func (l *lane) startAppend() {
+	take := min(len(l.pending)-l.head, maxAppend)
+	items := make([]*item, take)
+	copy(items, l.pending[l.head:l.head+take])
+	clear(l.pending[l.head : l.head+take])
+	l.head += take
+	if l.head == len(l.pending) {
+		l.pending, l.head = l.pending[:0], 0
+	}
+	frames := make([]*serialcb.Frame, take)
+	for i, it := range items {
+		frames[i] = &it.frame
+	}
+	l.appending = true
+	l.inflightAppend.Store(true)
+	l.appendProgress.Store(time.Now().UnixNano())
+	fut := asyncloop.Submit(l.d.loop, func(context.Context) (struct{}, error) {
+		return struct{}{}, l.sp.Append(frames)
+	})
+	fut.AddDoneCallback(func(f *asyncloop.Future[struct{}]) { l.appended(items, f.Err()) })
+}
+
+// appended acts on an Append's outcome; on the loop.
+func (l *lane) appended(items []*item, err error) {
+	l.appending = false
+	l.inflightAppend.Store(false)
+	l.appendProgress.Store(time.Now().UnixNano())
+	if err == nil {
+		l.spoolDown.Store(false)
+		l.queued.Add(-int64(len(items)))
+		l.d.room.broadcast()
+		l.nSpooled.Add(uint64(len(items)))
+		l.spoolEmpty = false
+		for _, it := range items {
+			l.d.sinkDone(it, nil)
+		}
+		l.pump()
+		return
+	}
+	if l.d.aborted || errors.Is(err, spool.ErrClosed) || errors.Is(err, asyncloop.ErrClosed) {
+		l.queued.Add(-int64(len(items)))
+		l.fail(items, 0, errors.Join(ErrStopped, err))
+		return
+	}
+	if errors.Is(err, spool.ErrTooLarge) {
+		// Cannot happen with frames within serialcb's max_frame limit.
+		l.queued.Add(-int64(len(items)))
+		l.fail(items, 0, err)
+		return
+	}
+	// Put the frames back in front and retry: with the Block policy the
+	// queue fills and admission pauses the read loop; any other failure
+	// (a broken disk) marks the spool down, so admission stops waiting and
+	// frames past the queue fail, counted and logged.
+	l.spoolDown.Store(!errors.Is(err, spool.ErrFull))
+	l.pending = append(items, l.pending[l.head:]...)
+	l.head = 0
+	l.logSpool("spool append failed; frames kept in memory, will retry", err)
+	l.appendRetry = l.d.loop.CallLater(spoolRetry, func() {
+		l.appendRetry = nil
+		l.pump()
+	})
+}
+
+// settled records n more frames of ch as delivered or dead-lettered and
+// acknowledges the spool up to the end of the settled prefix.
+func (l *lane) settled(ch *chunk, n int) {
+	ch.left -= n
+	if ch.left > 0 {
+		return
+	}
+	i := 0
+	for i < len(l.chunks) && l.chunks[i].left == 0 {
+		i++
+	}
+	if i == 0 {
+		return
+	}
+	l.ackNext = l.chunks[i-1]
+	clear(l.chunks[:i])
+	l.chunks = l.chunks[i:]
+	l.startAck()
+}
+
+func (l *lane) startAck() {
+	if l.ackBusy || l.ackNext == nil {
+		l.d.checkDrained()
+		return
+	}
+	cur := l.ackNext.cur
+	l.ackNext = nil
+	l.ackBusy = true
+	fut := asyncloop.Submit(l.d.loop, func(context.Context) (struct{}, error) {
+		return struct{}{}, l.sp.Ack(cur)
+	})
+	fut.AddDoneCallback(func(f *asyncloop.Future[struct{}]) {
+		l.ackBusy = false
+		if err := f.Err(); err != nil && !errors.Is(err, spool.ErrClosed) && !errors.Is(err, asyncloop.ErrClosed) {
+			// Not fatal: the next Ack covers this one; after a crash the
+			// frames since the last good Ack are delivered again.
+			l.logSpool("spool ack failed", err)
+		}
+		l.startAck()
+	})
+}
+
+// deadLetter hands the frames at idx of b to the dead-letter store and
+// settles them once it has them.
+func (l *lane) deadLetter(b *batch, idx []int, err error) {
+	frames := make([]*serialcb.Frame, len(idx))
+	letters := make([]DeadLetter, len(idx))
+	now := time.Now().UTC()
+	for j, i := range idx {
+		frames[j] = b.frames[i]
+		letters[j] = DeadLetter{Sink: l.name, Frame: b.frames[i], Err: err.Error(), Attempts: b.attempts, FailedAt: now}
+	}
+	l.nFailed.Add(uint64(len(idx)))
+	if l.dl == nil {
+		l.logGiveUp("dropped: not delivered to sink and no dead-letter store", frames, b.attempts, err)
+		l.settled(b.chunk, len(idx))
+		return
+	}
+	l.logGiveUp("dead-lettered: not delivered to sink", frames, b.attempts, err)
+	l.deadBusy++
+	l.writeDead(b.chunk, letters)
+}
+
+func (l *lane) writeDead(ch *chunk, letters []DeadLetter) {
+	fut := asyncloop.Submit(l.d.loop, func(context.Context) (struct{}, error) {
+		return struct{}{}, l.dl.Append(letters)
+	})
+	fut.AddDoneCallback(func(f *asyncloop.Future[struct{}]) {
+		err := f.Err()
+		if err != nil && !l.d.aborted && !errors.Is(err, asyncloop.ErrClosed) {
+			// The frames stay in the spool until the store has them.
+			l.logSpool("dead-letter write failed; will retry", err)
+			l.d.loop.CallLater(spoolRetry, func() { l.writeDead(ch, letters) })
+			return
+		}
+		l.deadBusy--
+		if err != nil {
+			return // stopping: the frames stay in the spool
+		}
+		l.nDead.Add(uint64(len(letters)))
+		l.settled(ch, len(letters))
+		l.d.checkDrained()
+	})
+}
+
+// spoolSettled reports whether a Drain may end as far as this lane goes:
+// nothing accepted waits for the spool, and the spool is delivered unless
+// the sink has been failing for stallAfter (its frames then wait on disk
+// for the next start).
+func (l *lane) spoolSettled() bool {
+	if !l.spooled {
+		return true
+	}
+	if l.sp == nil {
+		return len(l.pending) == l.head // not started: nothing to wait for unless frames wait
+	}
+	if l.appending || len(l.pending) > l.head || l.ackBusy || l.ackNext != nil || l.deadBusy > 0 {
+		return false
+	}
+	if l.d.handover {
+		return l.inflight == len(l.waiting) // no write running
+	}
+	if l.failing > 0 && time.Since(l.failingSince) >= stallAfter {
+		return true // down, not just flaky: its frames wait on disk
+	}
+	return l.spoolEmpty && len(l.chunks) == 0
+}
+
+func (l *lane) closeSpool() error {
+	if l.openedSp == nil {
+		return nil
+	}
+	var errs []error
+	if c, ok := l.openedDl.(io.Closer); ok {
+		errs = append(errs, c.Close())
+	}
+	errs = append(errs, l.openedSp.Close())
+	l.openedSp, l.openedDl = nil, nil
+	return errors.Join(errs...)
+}
+
+func (l *lane) logSpool(msg string, err error) {
+	if ok, more := l.spoolLog.allow(time.Now()); ok {
+		l.d.log.Error(msg, zap.String("sink", l.name), zap.Int("more_since_last_report", more), zap.Error(err))
+	}
+}
