@@ -55,7 +55,7 @@ func spooledTarget(name string, s dispatch.Sink, sp *spool.Spool, dl dispatch.De
 	return dispatch.Target{Name: name, Sink: s, Options: dispatch.Options{
 		MaxBatch: 50, MaxInflight: 1,
 		OpenSpool: func() (*spool.Spool, dispatch.DeadLetterStore, error) { return sp, dl, nil },
-		Retry: dispatch.RetryPolicy{Initial: time.Millisecond, Max: 5 * time.Millisecond},
+		Retry:     dispatch.RetryPolicy{Initial: time.Millisecond, Max: 5 * time.Millisecond},
 	}}
 }
 
