@@ -13,6 +13,7 @@ import (
 	"github.com/serialcbd/serialcbd/dispatch/httpsink"
 	"github.com/serialcbd/serialcbd/dispatch/jsonlsink"
 	"github.com/serialcbd/serialcbd/dispatch/natssink"
+	"github.com/serialcbd/serialcbd/dispatch/pgsink"
 	"github.com/serialcbd/serialcbd/dispatch/sqlsink"
 )
 
@@ -42,6 +43,12 @@ func httpLane(c httpsink.Config) dispatch.Options {
 		return httpNDJSONLane
 	}
 	return httpJSONLane
+}
+
+// pgLane: one batch per pooled connection; big batches are where the
+// unnest insert shines (measured in pgsink/write.go).
+func pgLane(c pgsink.Config) dispatch.Options {
+	return dispatch.Options{MaxBatch: 1000, MaxInflight: c.MaxConns}
 }
 
 // natsLane: JetStream acks come back asynchronously, so a few batches in
@@ -76,6 +83,12 @@ func newRegistry() *registry {
 			usage:    "http://HOST[:PORT]/PATH or https://…",
 			block:    "http",
 			build:    builder(httpsink.ParseSpec, httpsink.New, httpLane),
+		},
+		{
+			prefixes: []string{"postgres://", "postgresql://"},
+			usage:    "postgres://USER@HOST[:PORT]/DB[?sslmode=…]",
+			block:    "postgres",
+			build:    builder(pgsink.ParseSpec, pgsink.New, pgLane),
 		},
 		{
 			prefixes: []string{"nats://", "tls://"},
