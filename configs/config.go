@@ -148,6 +148,9 @@ type Port struct {
 	MaxFrame int     `yaml:"max_frame"`
 	// SilenceTimeout reopens the port after this long without a byte; 0 is off.
 	SilenceTimeout time.Duration `yaml:"silence_timeout"`
+	// PartialAtStop is what a stop does with a frame in progress: emit
+	// (deliver it) or drop; default emit for idle framing, drop otherwise.
+	PartialAtStop string `yaml:"partial_at_stop"`
 	// Validate checks every frame (a serialcb.ParseValidator spec such as
 	// nmea or crc16-modbus); "" checks nothing.
 	Validate string `yaml:"validate"`
@@ -482,6 +485,9 @@ func (c *Config) Validate() error {
 		}
 		if p.Path == "" {
 			return c.Errorf(key+".path", "missing: the device path, e.g. /dev/ttyUSB0 or /dev/serial/by-id/…")
+		}
+		if a := p.PartialAtStop; a != "" && a != "emit" && a != "drop" {
+			return c.Errorf(key+".partial_at_stop", "%q: expected emit or drop", a)
 		}
 	}
 	if len(c.Sinks) == 0 {

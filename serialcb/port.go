@@ -75,7 +75,19 @@ type PortConfig struct {
 	// without a byte: some USB adapters and devices wedge without
 	// disconnecting, and a reopen (which toggles DTR) revives them.
 	SilenceTimeout time.Duration
+	// PartialAtStop says what Run does with a partial frame when its ctx
+	// ends: PartialDrop (logged at debug) or PartialEmit (delivered as a
+	// frame, counted as flushed). "" is the framer's default: emit for
+	// idle framing, whose pending frame only waits for its gap, drop for
+	// the others, whose pending bytes lack their end.
+	PartialAtStop string
 }
+
+// PartialAtStop values.
+const (
+	PartialDrop = "drop"
+	PartialEmit = "emit"
+)
 
 // Validate checks c without any I/O, so a config can be checked on a machine
 // without the device.
@@ -87,6 +99,9 @@ func (c PortConfig) Validate() error {
 	}
 	if c.Baud <= 0 {
 		add("baud must be > 0 (e.g. 9600 or 115200), got %d", c.Baud)
+	}
+	if p := c.PartialAtStop; p != "" && p != PartialDrop && p != PartialEmit {
+		add("partial frame at stop must be %q or %q, got %q", PartialEmit, PartialDrop, p)
 	}
 	if c.DataBits != 0 && (c.DataBits < 5 || c.DataBits > 8) {
 		add("data bits must be 5..8, got %d", c.DataBits)

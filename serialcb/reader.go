@@ -236,6 +236,9 @@ func (r *Reader) run(ctx context.Context, onFrame func(Frame), failFirst bool) e
 		err = r.readPort(ctx, port, &now, emit, oversize)
 		r.up.Store(false)
 		if ctx.Err() != nil {
+			if r.emitPartialAtStop() && r.cutter.Flush(emit, oversize) {
+				r.flushed.Add(1)
+			}
 			break
 		}
 		downSince = time.Now()
@@ -367,6 +370,18 @@ func (r *Reader) logOversize(now time.Time) {
 		zap.Duration("log_every", oversizeLogEvery))
 	r.ovLastLog = now
 	r.ovPendFrames, r.ovPendBytes = 0, 0
+}
+
+// emitPartialAtStop applies PortConfig.PartialAtStop.
+func (r *Reader) emitPartialAtStop() bool {
+	switch r.cfg.PartialAtStop {
+	case PartialEmit:
+		return true
+	case PartialDrop:
+		return false
+	}
+	_, idle := r.cfg.Framer.(gapBounded)
+	return idle
 }
 
 // logStop reports what stopping leaves behind: oversize frames not yet

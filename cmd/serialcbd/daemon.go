@@ -335,6 +335,7 @@ func portConfig(cfg *configs.Config, i int) (serialcb.PortConfig, error) {
 		MaxFrame: p.MaxFrame,
 
 		SilenceTimeout: p.SilenceTimeout,
+		PartialAtStop:  p.PartialAtStop,
 	}
 	if pc.Baud == 0 {
 		pc.Baud = 9600
