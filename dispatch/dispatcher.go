@@ -182,6 +182,9 @@ type SinkStats struct {
 	// there is none). Spool is the spool's own snapshot; nil without one.
 	Spooled, DeadLettered uint64
 	Spool                 *spool.Stats
+	// SpoolFailing is true while appends to the spool fail (a broken or
+	// full disk under drop-oldest with nothing left to drop).
+	SpoolFailing bool
 	// Latency counts delivered frames by read → acknowledged time.
 	Latency LatencyHistogram
 }
@@ -660,6 +663,7 @@ func (d *Dispatcher) Stats() Stats {
 			Spooled:      l.nSpooled.Load(),
 			DeadLettered: l.nDead.Load(),
 			Latency:      l.latency.snapshot(),
+			SpoolFailing: l.spoolDown.Load(),
 		}
 		if sp := l.spoolRef.Load(); sp != nil {
 			st := sp.Stats()

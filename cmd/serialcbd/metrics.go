@@ -153,11 +153,15 @@ type portReadiness struct {
 }
 
 type sinkReadiness struct {
-	Up        bool   `json:"up"`
-	Pending   int64  `json:"pending"`
-	Inflight  int64  `json:"inflight"`
-	Delivered uint64 `json:"delivered"`
-	Failed    uint64 `json:"failed"`
+	Up bool `json:"up"`
+	// Spooling: the sink is down but its frames are safe in its spool, so
+	// the daemon stays ready. SpoolFrames counts them.
+	Spooling    bool   `json:"spooling,omitempty"`
+	SpoolFrames uint64 `json:"spool_frames,omitempty"`
+	Pending     int64  `json:"pending"`
+	Inflight    int64  `json:"inflight"`
+	Delivered   uint64 `json:"delivered"`
+	Failed      uint64 `json:"failed"`
 }
 
 // readiness is ready when every port is open and the event loop runs a
@@ -175,8 +179,13 @@ func (d *daemon) readiness(ctx context.Context) readiness {
 		rd.Ready = rd.Ready && up
 	}
 	for _, s := range cur.disp.Stats().Sinks {
-		rd.Sinks[s.Name] = sinkReadiness{Up: !s.Down, Pending: s.Pending, Inflight: s.Inflight, Delivered: s.Delivered, Failed: s.Failed}
-		rd.Ready = rd.Ready && !s.Down
+		sr := sinkReadiness{Up: !s.Down, Pending: s.Pending, Inflight: s.Inflight, Delivered: s.Delivered, Failed: s.Failed}
+		if s.Spool != nil {
+			sr.SpoolFrames = s.Spool.Frames
+			sr.Spooling = s.Down && !s.SpoolFailing
+		}
+		rd.Sinks[s.Name] = sr
+		rd.Ready = rd.Ready && (sr.Up || sr.Spooling)
 	}
 	rd.Loop = loopReadiness{Running: loopAnswers(ctx, cur.loop), Queued: cur.loop.Stats().Queued}
 	rd.Ready = rd.Ready && rd.Loop.Running
@@ -216,7 +225,7 @@ type statsCollector struct {
 	d *daemon
 
 	portBytes, portFrames, portOversize, portOversizeBytes, portUp, portReconnects *prometheus.Desc
-	portInvalid, portLastFrameAge, portFlushed, portSilenceReopens                 *prometheus.Desc
+	portInvalid, portLastFrameAge, portFlushed, portSilenceReopens, portUndecoded  *prometheus.Desc
 	sinkDelivered, sinkFailed, sinkRetried, sinkPending, sinkInflight, sinkUp      *prometheus.Desc
 	sinkSpooled, sinkDead, sinkSpoolFrames, sinkSpoolBytes, sinkSpoolDropped       *prometheus.Desc
 	sinkSpoolCorrupt, sinkLatency                                                  *prometheus.Desc
@@ -246,6 +255,7 @@ func newStatsCollector(d *daemon) *statsCollector {
 		portReconnects:     port("reconnects_total", "Successful reopens of the port after the first open."),
 		portInvalid:        port("invalid_frames_total", "Frames that failed the port's validate check (dropped, or sent to the on_invalid sink)."),
 		portLastFrameAge:   port("last_frame_age_seconds", "Seconds since the port's last frame (absent until the first frame)."),
+		portUndecoded:      port("undecoded_frames_total", "Valid frames the port's decoder could not read; delivered without fields."),
 		portFlushed:        port("flushed_frames_total", "Frames ended by silence (idle framing, or a lines flush) rather than a delimiter."),
 		portSilenceReopens: port("silence_reopens_total", "Reopens forced by the silence watchdog (silence_timeout)."),
 		sinkDelivered:      sink("delivered_total", "Frames the sink acknowledged."),
@@ -277,7 +287,7 @@ func newStatsCollector(d *daemon) *statsCollector {
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.portBytes, c.portFrames, c.portOversize, c.portOversizeBytes, c.portUp, c.portReconnects, c.portInvalid,
-		c.portLastFrameAge, c.portFlushed, c.portSilenceReopens,
+		c.portLastFrameAge, c.portFlushed, c.portSilenceReopens, c.portUndecoded,
 		c.sinkDelivered, c.sinkFailed, c.sinkRetried, c.sinkPending, c.sinkInflight, c.sinkUp,
 		c.sinkSpooled, c.sinkDead, c.sinkSpoolFrames, c.sinkSpoolBytes, c.sinkSpoolDropped, c.sinkSpoolCorrupt, c.sinkLatency,
 		c.submitted, c.delivered, c.failed, c.throttled, c.unrouted,
@@ -305,6 +315,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.portOversizeBytes, st.OversizeBytes, name)
 		counter(c.portReconnects, st.Reconnects, name)
 		counter(c.portInvalid, p.check.Load().invalid.Load(), name)
+		counter(c.portUndecoded, p.check.Load().undecoded.Load(), name)
 		up := 0.0
 		if st.Up {
 			up = 1
