@@ -12,6 +12,7 @@ import (
 	"github.com/serialcbd/serialcbd/dispatch"
 	"github.com/serialcbd/serialcbd/dispatch/httpsink"
 	"github.com/serialcbd/serialcbd/dispatch/jsonlsink"
+	"github.com/serialcbd/serialcbd/dispatch/mqttsink"
 	"github.com/serialcbd/serialcbd/dispatch/natssink"
 	"github.com/serialcbd/serialcbd/dispatch/pgsink"
 	"github.com/serialcbd/serialcbd/dispatch/sqlsink"
@@ -89,6 +90,16 @@ func newRegistry() *registry {
 			usage:    "postgres://USER@HOST[:PORT]/DB[?sslmode=…]",
 			block:    "postgres",
 			build:    builder(pgsink.ParseSpec, pgsink.New, pgLane),
+		},
+		{
+			prefixes: []string{"mqtt://", "mqtts://"},
+			usage:    "mqtt://HOST[:PORT]/TOPIC or mqtts://…",
+			block:    "mqtt",
+			// Two batches in flight keep the broker busy while acks of the
+			// previous one come back; the sink caps unacknowledged publishes
+			// itself (max_inflight).
+			build: builder(mqttsink.ParseSpec, mqttsink.New,
+				fixedLane[mqttsink.Config](dispatch.Options{MaxBatch: 500, MaxInflight: 2})),
 		},
 		{
 			prefixes: []string{"nats://", "tls://"},
