@@ -70,8 +70,7 @@ func TestParseSpec(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := Config{URL: tt.spec, QoS: 1, ClientID: DefaultClientID(), CleanSession: true,
-				KeepAlive: 30 * time.Second, ConnectTimeout: 5 * time.Second, Format: FormatJSON, MissingField: "unknown",
-				MaxInflight: 20}
+				KeepAlive: 30 * time.Second, ConnectTimeout: 5 * time.Second, Format: FormatJSON, MissingField: "unknown"}
 			if cfg != want {
 				t.Errorf("defaults %+v, want %+v", cfg, want)
 			}
@@ -147,7 +146,7 @@ func TestValidate(t *testing.T) {
 			return c
 		}, key: "client_id", wantErr: "clean_session"},
 		{name: "empty client id clean", cfg: func() Config { c := base("mqtt://h/a"); c.ClientID = ""; return c }},
-		{name: "max_inflight 0", cfg: func() Config { c := base("mqtt://h/a"); c.MaxInflight = 0; return c }, key: "max_inflight", wantErr: "between 1 and 65535"},
+		{name: "max_inflight negative", cfg: func() Config { c := base("mqtt://h/a"); c.MaxInflight = -1; return c }, key: "max_inflight", wantErr: "between 1 and 65535"},
 		{name: "missing_field wildcard", cfg: func() Config { c := base("mqtt://h/a"); c.MissingField = "+"; return c }, key: "missing_field", wantErr: "wildcards"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
