@@ -483,4 +483,5 @@ func (d *daemon) logInvalid(c *portCheck, port string) {
 			zap.Uint64("total", c.invalid.Load()), zap.String("on_invalid", c.action))
 		c.pending = 0
 	}
+	c.logUndecoded(d.log, port)
 }

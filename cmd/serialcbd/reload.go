@@ -182,7 +182,7 @@ func (rl *reloader) reload() (loopChanged bool) {
 		if p := byName[pc.Name]; p != nil && sameSerial(p.cfg, pc) {
 			delete(byName, pc.Name)
 			c := p.check.Load()
-			if p.cfg.Validate != pc.Validate || p.cfg.OnInvalid != pc.OnInvalid {
+			if p.cfg.Validate != pc.Validate || p.cfg.OnInvalid != pc.OnInvalid || p.cfg.Decode != pc.Decode {
 				c = newPorts[i].check.Load()
 			}
 			p.cfg = pc

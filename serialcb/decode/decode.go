@@ -5,22 +5,44 @@
 //
 // A decoder is chosen by a spec string (Parse):
 //
-//	regex:EXPR              named groups of the RE2 expression EXPR become string fields
+//	regex:EXPR   the named groups of the Go (RE2) expression EXPR, from its
+//	             leftmost match, become string fields; unnamed groups are
+//	             ignored; a named group that took no part in the match is
+//	             left out. Unanchored: write ^…$ to match the whole payload.
+//	             At least one named group, names used once.
 //	csv:NAME,NAME,...[;sep=X][;numbers]
-//	                        columns split at X (default ','), by position, as strings;
-//	                        with ;numbers a value that is a JSON number is written as one
-//	json                    the payload is one JSON object, validated and compacted
-//	nmea                    an NMEA 0183 sentence: talker, type, raw fields, and named
-//	                        fields for GGA, RMC, GLL and VTG
-//	hex                     {"hex":"0a1b..."}
-//	base64                  {"base64":"Chs="}
+//	             columns split at X (one byte, or "tab" or \t; default ','),
+//	             named by position; "_" skips a column. Fewer columns than
+//	             names: mismatch; extra columns: ignored. No quoting. Values
+//	             are trimmed of spaces, tabs, CR and LF and are strings, even
+//	             numeric-looking ones; with ;numbers a value that is a JSON
+//	             number (-1.5e3, 21.43; not 08, +1, .5, NaN) is written as one.
+//	json         the payload is one JSON object (valid UTF-8): passed through,
+//	             compacted (whitespace between tokens removed).
+//	nmea         an NMEA 0183 sentence ($ or !, checksum cut off, not
+//	             checked): {"talker":"GP","type":"GGA","fields":["…",…]}
+//	             (proprietary P… sentences: talker "P"), plus named fields:
+//	               GGA: time, lat, lon, fix_quality, satellites, hdop,
+//	                    altitude_m, geoid_sep_m
+//	               RMC: time, status, valid, lat, lon, speed_knots,
+//	                    course_deg, date, mode
+//	               GLL: lat, lon, time, status, valid, mode
+//	               VTG: course_deg, course_mag_deg, speed_knots, speed_kmh, mode
+//	             time is "hh:mm:ss[.ss]", date "YYYY-MM-DD", lat/lon signed
+//	             decimal degrees (S and W negative, 8 decimals at most),
+//	             valid a bool (status A); the other numbers keep the
+//	             device's digits without leading zeros (08 → 8, 90.00 stays).
+//	             A named field whose source is empty or malformed is left out.
+//	hex          {"hex":"0a1b…"} (lower case)
+//	base64       {"base64":"Chs="} (standard alphabet, padded)
 //
 // A payload a decoder cannot read (no match, too few columns, not a JSON
-// object, not NMEA) is an error wrapping ErrMismatch; the caller keeps the
-// frame without fields. Decoders never panic, are safe for concurrent use,
-// and always append valid JSON (strings are escaped, bytes that are not
-// UTF-8 become U+FFFD) or nothing. None allocates per byte of payload; only
-// regex allocates at all (one small index slice per frame).
+// object, not an NMEA sentence) is an error wrapping ErrMismatch, and dst
+// is returned unchanged; the caller keeps the frame without fields. hex and
+// base64 never fail. Decoders never panic, are safe for concurrent use, and
+// always append valid JSON (strings are escaped, bytes that are not UTF-8
+// become U+FFFD) or nothing. None allocates per byte of payload, and only
+// regex allocates at all (its match indexes, one slice per frame).
 package decode
 
 import (

@@ -14,7 +14,8 @@ const maxNamed = 24
 
 // Append writes {"talker":"GP","type":"GGA","fields":["…",…], named…}.
 // The named fields of GGA, RMC, GLL and VTG are listed in the package
-// README; a named field whose source is empty or malformed is left out.
+// documentation; a named field whose source is empty or malformed is left
+// out.
 func (nmeaDecoder) Append(dst, payload []byte) ([]byte, error) {
 	s := payload
 	for len(s) > 0 && (s[len(s)-1] == '\r' || s[len(s)-1] == '\n' || s[len(s)-1] == ' ') {
