@@ -22,8 +22,12 @@
 // starts with the 8-byte magic "scbdspl1" and holds records:
 //
 //	u32 LE length of body | u32 LE CRC-32C (Castagnoli) of body | body
-//	body = u8 version (1) | id [16] | uvarint seq | varint unix seconds |
+//	body = u8 version (1 or 2) | id [16] | uvarint seq | varint unix seconds |
 //	       uvarint nanoseconds | uvarint len + port | uvarint len + payload
+//	       [version 2: uvarint len + fields, the frame's decoded fields]
+//
+// Version 2 is written only for frames with fields; the others are version
+// 1, byte for byte as before fields existed.
 //
 // A Cursor is a (segment, offset) position. The ack file holds the last
 // acknowledged position (magic "scbdack1", segment, offset, CRC-32C); it is

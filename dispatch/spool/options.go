@@ -97,7 +97,8 @@ type Options struct {
 	// directory: Open locks it.
 	Dir string
 	// SegmentSize is the size at which the active segment file is closed
-	// and a new one started (default 8 MiB). A batch is never split, so a
+	// and a new one started (default 8 MiB, or an eighth of the
+	// filesystem when that is smaller and MaxBytes is 0). A batch is never split, so a
 	// segment can exceed it by one batch. Space is reclaimed a whole
 	// segment at a time. With MaxBytes set it is lowered to MaxBytes/4 so
 	// that dropping a segment frees at most a quarter of the cap.

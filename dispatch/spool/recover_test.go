@@ -409,4 +409,30 @@ func TestDiskFull(t *testing.T) {
 		got, _ := readAll(t, s, 1000)
 		checkSeqs(t, got, n-len(got)+1, n)
 	})
+
+	// The disk fills while the active segment is the only one (another
+	// spool took the space): its frames are dropped, not the new ones.
+	t.Run("drop-oldest, one segment", func(t *testing.T) {
+		dir := filepath.Join(mnt, "one")
+		defer os.RemoveAll(dir)
+		s := open(t, Options{Dir: dir, SegmentSize: 1 << 20})
+		const n = 2000
+		for i := 1; i <= n; i += 10 {
+			if err := s.Append(mkFrames("p", i, 10, 100)); err != nil {
+				t.Fatalf("Append %d: %v", i, err)
+			}
+		}
+		st := s.Stats()
+		if st.DroppedFrames == 0 || st.Frames+st.DroppedFrames != n {
+			t.Fatalf("stats %+v", st)
+		}
+		got, _ := readAll(t, s, 1000)
+		checkSeqs(t, got, n-len(got)+1, n)
+		s.Close()
+		s = open(t, Options{Dir: dir, SegmentSize: 1 << 20})
+		defer s.Close()
+		if r := s.Recovery(); len(r.Damage) != 0 || r.Frames != uint64(len(got)) {
+			t.Fatalf("after reopen: %+v, want %d frames", r, len(got))
+		}
+	})
 }

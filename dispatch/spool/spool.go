@@ -174,6 +174,7 @@ type Spool struct {
 // acknowledgement. Damage never makes Open fail; it is logged and reported
 // by Recovery. New frames always go to a fresh segment.
 func Open(opts Options, log *zap.Logger) (*Spool, error) {
+	autoSegment := opts.SegmentSize == 0
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -183,6 +184,14 @@ func Open(opts Options, log *zap.Logger) (*Spool, error) {
 	}
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("spool: create dir: %w", err)
+	}
+	// Without a cap the disk is the cap: segments of at most an eighth of
+	// the filesystem keep drop-oldest granular on a small disk.
+	var fs syscall.Statfs_t
+	if autoSegment && opts.MaxBytes == 0 && syscall.Statfs(opts.Dir, &fs) == nil {
+		if size := int64(fs.Blocks) * int64(fs.Bsize) / 8; size > 0 && opts.SegmentSize > size {
+			opts.SegmentSize = max(size, minSegmentSize)
+		}
 	}
 	lock, err := os.OpenFile(filepath.Join(opts.Dir, lockFile), os.O_RDWR|os.O_CREATE, 0o640)
 	if err != nil {
@@ -462,7 +471,7 @@ func (s *Spool) Append(frames []*serialcb.Frame) error {
 		s.stats.WriteErrors++
 		s.mu.Unlock()
 		if errors.Is(err, syscall.ENOSPC) {
-			if s.recycleAcked() || s.opts.Overflow == DropOldest && s.dropOldest("disk full") {
+			if s.recycleAcked() || s.opts.Overflow == DropOldest && (s.dropOldest("disk full") || s.dropActive("disk full")) {
 				continue
 			}
 			return fmt.Errorf("spool: append %d frames: %w: %w", len(frames), ErrFull, err)
@@ -852,6 +861,33 @@ func (s *Spool) removeSegments(gone []*segment) error {
 // and removed first, then a new segment is started (with a higher id, so a
 // stale ack file can never cover new records). It reports whether it freed
 // anything; it runs at most once per active segment. Called under appendMu.
+// dropActive drops the frames of the active segment when it is the only
+// one and the disk is full: the segment is deleted first (a new one needs
+// the space), then a new one is started. Called under appendMu.
+func (s *Spool) dropActive(why string) bool {
+	s.mu.Lock()
+	act := s.segs[len(s.segs)-1]
+	if len(s.segs) != 1 || act.count == 0 {
+		s.mu.Unlock()
+		return false
+	}
+	if s.rf != nil && s.rfSeg == act.id {
+		s.rf.Close()
+		s.rf = nil
+	}
+	s.mu.Unlock()
+	s.broken = true // whatever happens next, write() must roll
+	s.wf.Close()
+	if err := os.Remove(s.path(act.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Error("spool: remove active segment to free the full disk", zap.Error(err))
+		return false
+	}
+	if err := s.roll(); err != nil {
+		return true // the next write retries the roll; dropOldest then accounts for act
+	}
+	return s.dropOldest(why)
+}
+
 func (s *Spool) recycleAcked() bool {
 	s.mu.Lock()
 	act := s.segs[len(s.segs)-1]
