@@ -323,31 +323,35 @@ func (d *Dispatcher) StartSpools() error {
 		dl DeadLetterStore
 	}
 	var spools []opened
+	var errs []error
 	for _, l := range d.lanes {
 		if !l.spooled {
 			continue
 		}
 		sp, dl, err := l.opt.OpenSpool()
 		if err != nil {
-			return fmt.Errorf("open the spool of sink %s: %w", l.name, err)
+			// No spool: admission must not wait for this lane's queue, or
+			// every read loop routed here pauses for good.
+			l.spoolDown.Store(true)
+			errs = append(errs, fmt.Errorf("open the spool of sink %s: %w", l.name, err))
+			continue
 		}
 		spools = append(spools, opened{l, sp, dl})
 		l.openedSp, l.openedDl = sp, dl
 	}
-	if len(spools) == 0 {
-		return nil
-	}
-	// Handed to the loop, which owns the lanes: frames a previous run left
-	// in the spools go first, then those accepted meanwhile.
-	err := d.loop.CallSoon(func() {
-		for _, o := range spools {
-			o.l.attachSpool(o.sp, o.dl)
+	if len(spools) > 0 {
+		// Handed to the loop, which owns the lanes: frames a previous run
+		// left in the spools go first, then those accepted meanwhile.
+		err := d.loop.CallSoon(func() {
+			for _, o := range spools {
+				o.l.attachSpool(o.sp, o.dl)
+			}
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("start spools: %w", err)) // Close closes them
 		}
-	})
-	if err != nil {
-		return fmt.Errorf("start spools: %w", err) // Close closes them
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Submit hands a frame to the event loop and returns its future, which
@@ -589,7 +593,8 @@ func (d *Dispatcher) drain(ctx context.Context, handover bool) error {
 		return fmt.Errorf("drain: %w", asyncloop.ErrClosed)
 	}
 	aborted := make(chan struct{})
-	abort := func() { d.abort(false); close(aborted) }
+	abandoned := false
+	abort := func() { abandoned = d.abort(false); close(aborted) }
 	// CallSoon keeps the abort behind the drain's start (FIFO); CallLater
 	// cannot be refused while the loop runs, for when the queue is full.
 	if d.loop.CallSoon(abort) != nil {
@@ -602,15 +607,18 @@ func (d *Dispatcher) drain(ctx context.Context, handover bool) error {
 	if done != nil {
 		select {
 		case <-done:
-			return nil
+			if !abandoned { // drained just as the deadline passed
+				return nil
+			}
 		default:
 		}
 	}
 	return ctx.Err()
 }
 
-// abort gives up on everything not yet being written; on the loop.
-func (d *Dispatcher) abort(final bool) {
+// abort gives up on everything not yet being written; on the loop. It
+// reports whether it left anything undelivered.
+func (d *Dispatcher) abort(final bool) (abandoned bool) {
 	d.aborted = true
 	for _, l := range d.lanes {
 		for b, stop := range l.waiting {
@@ -618,24 +626,28 @@ func (d *Dispatcher) abort(final bool) {
 				delete(l.waiting, b)
 				l.setInflight(-1)
 				l.stopped(b)
+				abandoned = true
 			}
 		}
 		for _, b := range l.ready {
 			l.stopped(b)
+			abandoned = true
 		}
 		l.ready = nil
 		if n := len(l.pending) - l.head; n > 0 {
+			abandoned = true
 			items := l.pending[l.head:]
 			l.pending, l.head = nil, 0
 			l.queued.Add(-int64(n))
 			l.fail(items, 0, ErrStopped)
 		}
 	}
+	return abandoned
 }
 
 // Close closes every sink. Call it after the loop has shut down.
 func (d *Dispatcher) Close() error {
-	d.abort(true) // the loop has stopped: fail what its stopped timers held
+	_ = d.abort(true) // the loop has stopped: fail what its stopped timers held
 	var errs []error
 	for _, l := range d.lanes {
 		if err := l.sink.Close(); err != nil {
@@ -745,6 +757,10 @@ func (l *lane) healthy() bool {
 func (l *lane) setFailing(n int) {
 	if n > 0 && l.failing == 0 {
 		l.failingSince = time.Now()
+		if l.spooled && l.d.draining {
+			// Drain ends for a sink down for stallAfter: check again then.
+			l.d.loop.CallLater(stallAfter, l.d.checkDrained)
+		}
 	}
 	l.failing = n
 	if down := n > 0; down != l.down.Load() {

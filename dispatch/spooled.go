@@ -143,12 +143,24 @@ func (l *lane) pumpSpooled() {
 // startAppend writes the accepted frames to the spool as one group commit.
 func (l *lane) startAppend() {
 	take := min(len(l.pending)-l.head, maxAppend)
+	// Cap the group by bytes too, so that it always fits the spool.
+	budget, size := l.sp.MaxAppendBytes(), int64(0)
+	for i := 0; i < take; i++ {
+		size += spool.RecordSize(&l.pending[l.head+i].frame)
+		if i > 0 && budget > 0 && size > budget {
+			take = i
+			break
+		}
+	}
 	items := make([]*item, take)
 	copy(items, l.pending[l.head:l.head+take])
 	clear(l.pending[l.head : l.head+take])
 	l.head += take
 	if l.head == len(l.pending) {
 		l.pending, l.head = l.pending[:0], 0
+	} else if l.head > len(l.pending)/2 {
+		l.pending = l.pending[:copy(l.pending, l.pending[l.head:])]
+		l.head = 0
 	}
 	frames := make([]*serialcb.Frame, take)
 	for i, it := range items {
@@ -186,7 +198,8 @@ func (l *lane) appended(items []*item, err error) {
 		return
 	}
 	if errors.Is(err, spool.ErrTooLarge) {
-		// Cannot happen with frames within serialcb's max_frame limit.
+		// One frame bigger than the spool's cap (startAppend's byte budget
+		// makes a group of more than one fit): it cannot be stored.
 		l.queued.Add(-int64(len(items)))
 		l.fail(items, 0, err)
 		return
@@ -259,6 +272,7 @@ func (l *lane) deadLetter(b *batch, idx []int, err error) {
 	}
 	l.nFailed.Add(uint64(len(idx)))
 	if l.dl == nil {
+		l.nDead.Add(uint64(len(idx)))
 		l.logGiveUp("dropped: not delivered to sink and no dead-letter store", frames, b.attempts, err)
 		l.settled(b.chunk, len(idx))
 		return

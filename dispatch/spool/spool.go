@@ -34,7 +34,8 @@ var (
 	// process) has the directory open.
 	ErrLocked = errors.New("spool: directory is locked by another spool")
 	// ErrTooLarge is returned by Append for a frame whose record would
-	// exceed MaxRecordSize.
+	// exceed MaxRecordSize, and (with ErrFull) for a batch larger than
+	// MaxBytes.
 	ErrTooLarge = errors.New("spool: frame too large")
 	// ErrBadCursor is returned by Ack for a cursor past the end of the
 	// spool or not on a record boundary this Spool handed out.
@@ -492,7 +493,7 @@ func (s *Spool) makeRoom(n int64) error {
 		return nil
 	}
 	if n+segHeaderSize > limit {
-		return fmt.Errorf("%w: a %d-byte batch exceeds MaxBytes %d", ErrFull, n, limit)
+		return fmt.Errorf("%w: %w: a %d-byte batch exceeds MaxBytes %d", ErrFull, ErrTooLarge, n, limit)
 	}
 	if s.willRoll(n) {
 		n += segHeaderSize
@@ -506,6 +507,9 @@ func (s *Spool) makeRoom(n int64) error {
 			return nil
 		}
 		if s.opts.Overflow == Block {
+			if s.recycleAcked() {
+				continue // only an acknowledged active segment was in the way
+			}
 			return fmt.Errorf("%w: %d bytes spooled + %d > MaxBytes %d", ErrFull, total, n, limit)
 		}
 		if nsegs == 1 {
@@ -1081,3 +1085,15 @@ func syncDir(dir string) error {
 	}
 	return nil
 }
+
+// MaxAppendBytes is the most bytes of records one Append should carry so
+// that it always fits (0: no limit).
+func (s *Spool) MaxAppendBytes() int64 {
+	if s.opts.MaxBytes == 0 {
+		return 0
+	}
+	return s.opts.SegmentSize
+}
+
+// RecordSize is the bytes f takes in a segment.
+func RecordSize(f *serialcb.Frame) int64 { return int64(recordSize(f)) }
