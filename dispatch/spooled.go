@@ -46,6 +46,7 @@ type spoolLane struct {
 	openedDl DeadLetterStore
 
 	appending   bool        // an Append is in flight
+	reading     bool        // a Read is in flight
 	appendRetry func() bool // timer of a failed Append's retry
 	readRetry   func() bool // timer of a failed Read's retry
 	spoolEmpty  bool        // the last Read found nothing new
@@ -115,12 +116,36 @@ func (l *lane) pumpSpooled() {
 			l.start(b)
 			continue
 		}
-		if l.spoolEmpty || l.readRetry != nil || l.d.aborted || l.d.handover {
+		if l.reading || l.spoolEmpty || l.readRetry != nil || l.d.aborted || l.d.handover {
 			return
 		}
+		l.startRead()
+		return
+	}
+}
+
+type spoolRead struct {
+	frames []*serialcb.Frame
+	cur    spool.Cursor
+}
+
+// startRead reads the next chunk of the spool on a worker (the loop does
+// no file I/O), one read at a time, so chunks come in spool order.
+func (l *lane) startRead() {
+	l.reading = true
+	fut := asyncloop.Submit(l.d.loop, func(context.Context) (spoolRead, error) {
 		frames, cur, err := l.sp.Read(l.opt.MaxBatch)
-		if err != nil && len(frames) == 0 {
-			if errors.Is(err, spool.ErrClosed) {
+		if len(frames) > 0 {
+			err = nil // a damaged region was skipped: deliver what was read
+		}
+		return spoolRead{frames, cur}, err
+	})
+	fut.AddDoneCallback(func(f *asyncloop.Future[spoolRead]) {
+		l.reading = false
+		r, err := f.Result(context.Background()) // done: does not wait
+		switch {
+		case err != nil:
+			if errors.Is(err, spool.ErrClosed) || errors.Is(err, asyncloop.ErrClosed) || l.d.aborted {
 				return
 			}
 			l.logSpool("spool read failed; will retry", err)
@@ -129,15 +154,16 @@ func (l *lane) pumpSpooled() {
 				l.pump()
 			})
 			return
-		}
-		if len(frames) == 0 {
+		case len(r.frames) == 0:
 			l.spoolEmpty = true
-			return
+		default:
+			ch := &chunk{cur: r.cur, left: len(r.frames)}
+			l.chunks = append(l.chunks, ch)
+			// Through ready, so that it waits for a free slot like a retry.
+			l.ready = append(l.ready, &batch{frames: r.frames, chunk: ch})
 		}
-		ch := &chunk{cur: cur, left: len(frames)}
-		l.chunks = append(l.chunks, ch)
-		l.start(&batch{frames: frames, chunk: ch})
-	}
+		l.pump()
+	})
 }
 
 // startAppend writes the accepted frames to the spool as one group commit.
@@ -243,20 +269,30 @@ func (l *lane) startAck() {
 		l.d.checkDrained()
 		return
 	}
-	cur := l.ackNext.cur
+	ch := l.ackNext
 	l.ackNext = nil
 	l.ackBusy = true
 	fut := asyncloop.Submit(l.d.loop, func(context.Context) (struct{}, error) {
-		return struct{}{}, l.sp.Ack(cur)
+		return struct{}{}, l.sp.Ack(ch.cur)
 	})
 	fut.AddDoneCallback(func(f *asyncloop.Future[struct{}]) {
 		l.ackBusy = false
-		if err := f.Err(); err != nil && !errors.Is(err, spool.ErrClosed) && !errors.Is(err, asyncloop.ErrClosed) {
-			// Not fatal: the next Ack covers this one; after a crash the
-			// frames since the last good Ack are delivered again.
-			l.logSpool("spool ack failed", err)
+		err := f.Err()
+		if err == nil || errors.Is(err, spool.ErrClosed) || errors.Is(err, asyncloop.ErrClosed) || l.d.aborted {
+			l.startAck()
+			return
 		}
-		l.startAck()
+		// Not fatal (after a crash the frames since the last good Ack are
+		// delivered again), but retried, unless a newer Ack covers it.
+		l.logSpool("spool ack failed; will retry", err)
+		if l.ackNext == nil {
+			l.ackNext = ch
+		}
+		l.ackBusy = true // no other Ack until the retry
+		l.d.loop.CallLater(spoolRetry, func() {
+			l.ackBusy = false
+			l.startAck()
+		})
 	})
 }
 
@@ -315,7 +351,7 @@ func (l *lane) spoolSettled() bool {
 	if l.sp == nil {
 		return len(l.pending) == l.head // not started: nothing to wait for unless frames wait
 	}
-	if l.appending || len(l.pending) > l.head || l.ackBusy || l.ackNext != nil || l.deadBusy > 0 {
+	if l.appending || l.reading || len(l.pending) > l.head || l.ackBusy || l.ackNext != nil || l.deadBusy > 0 {
 		return false
 	}
 	if l.d.handover {

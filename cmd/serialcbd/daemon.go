@@ -199,6 +199,9 @@ func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error)
 		}
 		targets = append(targets, t)
 		inflight += max(t.Options.MaxInflight, 1)
+		if t.Options.OpenSpool != nil {
+			inflight += 4 // a spool append, read, ack and dead-letter write
+		}
 	}
 	lo := asyncloop.Options{
 		QueueSize:    cfg.Loop.Queue,
