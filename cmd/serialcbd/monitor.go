@@ -23,7 +23,9 @@ import (
 // monitorOpts are the flags of `serialcbd monitor`.
 type monitorOpts struct {
 	port, file, framing, validate, decode string
-	baud, maxFrame                        int
+	parity                                string
+	baud, maxFrame, dataBits              int
+	stopBits                              float64
 	hexDump                               bool
 }
 
@@ -42,8 +44,10 @@ valid frame is followed by the fields the decoder finds, as the daemon would
 store them, or by why it could not read the frame. Nothing is delivered to
 any sink. Use it to find the right framing and decoder for an unknown device.
 
-Framing specs: lines, lines:<delim>, fixed:N, len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive],
-stx-etx[:esc=0xNN], slip, cobs, regex:EXPR.
+Framing specs: lines, lines:<delim>, lines[:<delim>]:flush=DUR, idle:Nc, idle:DUR,
+fixed:N, len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive], stx-etx[:esc=0xNN],
+slip, cobs, regex:EXPR. idle: needs --port (a file has no timing); its
+character time follows --baud, --data-bits, --parity and --stop-bits.
 Validators: nmea, crc16-modbus, crc16-ccitt, crc32, sum8.
 Decoders: ` + decode.Kinds + `.`,
 		Args: cobra.NoArgs,
@@ -53,6 +57,9 @@ Decoders: ` + decode.Kinds + `.`,
 	f.StringVar(&o.port, "port", "", "serial device to read, e.g. /dev/ttyUSB0")
 	f.StringVar(&o.file, "file", "", "recorded capture to read instead of a port")
 	f.IntVar(&o.baud, "baud", 9600, "line speed for --port")
+	f.IntVar(&o.dataBits, "data-bits", 8, "data bits for --port: 5 to 8")
+	f.StringVar(&o.parity, "parity", "none", "parity for --port: none, odd, even, mark or space (Modbus RTU: even)")
+	f.Float64Var(&o.stopBits, "stop-bits", 1, "stop bits for --port: 1, 1.5 or 2")
 	f.StringVar(&o.framing, "framing", "lines", "framing spec (see above)")
 	f.StringVar(&o.validate, "validate", "", "checksum to verify on each frame (see above)")
 	f.StringVar(&o.decode, "decode", "", "decoder to show each valid frame's fields with (see above)")
@@ -95,6 +102,9 @@ func runMonitor(ctx context.Context, g *globals, o monitorOpts) error {
 		}
 	}
 	if o.file != "" {
+		if strings.HasPrefix(o.framing, "idle:") {
+			return usagef("--framing %s needs --port: a capture file has no timing to find the gaps in", o.framing)
+		}
 		return m.file(o.file, framer, o.maxFrame)
 	}
 
@@ -103,7 +113,8 @@ func runMonitor(ctx context.Context, g *globals, o monitorOpts) error {
 		return err
 	}
 	r, err := serialcb.NewReader(serialcb.PortConfig{
-		Path: o.port, Baud: o.baud, Framer: framer, MaxFrame: o.maxFrame,
+		Path: o.port, Baud: o.baud, DataBits: o.dataBits, Parity: serialcb.Parity(o.parity), StopBits: o.stopBits,
+		Framer: framer, MaxFrame: o.maxFrame,
 	}, log)
 	if err != nil {
 		return usagef("%v", err)
@@ -161,6 +172,9 @@ func (m *monitor) file(path string, framer serialcb.Framer, maxFrame int) error 
 		if err != nil {
 			return fmt.Errorf("read %s: %w", path, err)
 		}
+	}
+	if fl, ok := framer.(serialcb.IdleFlusher); ok && fl.IdleGap(serialcb.PortConfig{Baud: 9600}) > 0 {
+		c.Flush(emit, oversize) // lines:…:flush=: the end of the file is silence
 	}
 	if p := c.Pending(); len(p) > 0 {
 		fmt.Fprintf(m.w, "# partial frame at end of file: %d bytes %s\n", len(p), render(p, false))

@@ -88,3 +88,21 @@ func TestMonitorUsage(t *testing.T) {
 		}
 	}
 }
+
+// A capture file has no timing: idle framing is refused, and a lines
+// flush takes the end of the file for silence.
+func TestMonitorFileSilence(t *testing.T) {
+	file := writeFile(t, "cap.txt", "a\nb\npartial")
+	code, _, stderr := runCLI(t, "monitor", "--file", file, "--framing", "idle:3.5c")
+	if code != exitUsage || !strings.Contains(stderr, "needs --port") {
+		t.Fatalf("idle on a file: exit %d, stderr %q", code, stderr)
+	}
+	code, stdout, stderr := runCLI(t, "monitor", "--file", file, "--framing", "lines:flush=1s")
+	if code != exitOK || !strings.Contains(stdout, `#3 len=7 "partial"`) || strings.Contains(stdout, "partial frame at end") {
+		t.Fatalf("lines flush: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+	code, stdout, _ = runCLI(t, "monitor", "--file", file)
+	if code != exitOK || !strings.Contains(stdout, `partial frame at end of file: 7 bytes "partial"`) {
+		t.Fatalf("plain lines: exit %d\nstdout %s", code, stdout)
+	}
+}
