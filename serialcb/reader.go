@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -215,7 +216,7 @@ func (r *Reader) run(ctx context.Context, onFrame func(Frame), failFirst bool) e
 			} else {
 				r.log.Debug("cannot open serial port; retrying", zap.Error(err), zap.Duration("retry_in", delay))
 			}
-			if !sleep(ctx, delay) {
+			if !r.waitReopen(ctx, delay, errors.Is(err, ErrPortNotFound)) {
 				break
 			}
 			delay = min(delay*2, r.cfg.ReconnectMax)
@@ -255,7 +256,7 @@ func (r *Reader) run(ctx context.Context, onFrame func(Frame), failFirst bool) e
 				zap.Int("partial_frame_bytes", len(r.cutter.Pending())+r.cutter.Dropping()),
 				zap.Duration("retry_in", delay))
 		}
-		if !sleep(ctx, delay) {
+		if !r.waitReopen(ctx, delay, true) {
 			break
 		}
 		delay = min(delay*2, r.cfg.ReconnectMax)
@@ -410,6 +411,31 @@ func openFailKey(err error) string {
 }
 
 // sleep waits d or until ctx is done; it reports whether d elapsed.
+// waitReopen waits d before the next open attempt, or less when the
+// port's path changes (Linux: an inotify watch on its directory, so a
+// replugged device is back at once). missing says the path was absent at
+// the last attempt. It returns false when ctx ends.
+func (r *Reader) waitReopen(ctx context.Context, d time.Duration, missing bool) bool {
+	w := watchPath(r.cfg.Path)
+	defer w.Close()
+	// Before an open, udev needs a moment to finish (permissions, links).
+	settle := min(r.cfg.ReconnectMin, 50*time.Millisecond)
+	// The path may have appeared between the failed open and the watch.
+	if _, err := os.Stat(r.cfg.Path); missing && err == nil {
+		return sleep(ctx, settle)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	case <-w.C():
+		return sleep(ctx, settle)
+	}
+}
+
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
