@@ -49,6 +49,43 @@ func AppendJSON(dst []byte, f *serialcb.Frame) []byte {
 // FormatTime formats t as records store received_at.
 func FormatTime(t time.Time) string { return t.UTC().Format(TimeLayout) }
 
+// TimeCache appends times exactly as t.UTC().AppendFormat(dst, TimeLayout)
+// does, but formats the date and clock only when the Unix second changes:
+// frames of a batch usually share it, and then only the nine fractional
+// digits are written. The zero value is ready to use; it is not safe for
+// concurrent use.
+type TimeCache struct {
+	sec    int64
+	prefix [20]byte // "2006-01-02T15:04:05." of sec, in UTC
+	ok     bool
+}
+
+// Append appends t as TimeLayout in UTC.
+func (c *TimeCache) Append(dst []byte, t time.Time) []byte {
+	sec := t.Unix()
+	if !c.ok || sec != c.sec {
+		start := len(dst)
+		dst = t.UTC().AppendFormat(dst, TimeLayout)
+		// Years outside 0000..9999 change the length: never cached.
+		out := dst[start:]
+		c.ok = len(out) == len(c.prefix)+10 && out[len(c.prefix)-1] == '.' && out[len(out)-1] == 'Z'
+		if c.ok {
+			copy(c.prefix[:], out)
+			c.sec = sec
+		}
+		return dst
+	}
+	dst = append(dst, c.prefix[:]...)
+	var b [10]byte
+	ns := t.Nanosecond()
+	for i := 8; i >= 0; i-- {
+		b[i] = byte('0' + ns%10)
+		ns /= 10
+	}
+	b[9] = 'Z'
+	return append(dst, b[:]...)
+}
+
 func appendUint(dst []byte, v uint64) []byte {
 	var b [20]byte
 	i := len(b)

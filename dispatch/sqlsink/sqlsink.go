@@ -147,6 +147,7 @@ type writeBuf struct {
 	args []any
 	text []byte
 	ends []int // end offsets of each id, timestamp and fields in text
+	tc   dispatch.TimeCache
 }
 
 // New returns a sink for cfg. It does no I/O; Start opens the database.
@@ -424,7 +425,7 @@ func (s *Sink) exec(ctx context.Context, tx *sql.Tx, st *sql.Stmt, chunk []*seri
 	for _, f := range chunk {
 		text, _ = f.ID.AppendText(text)
 		ends = append(ends, len(text))
-		text = f.ReceivedAt.UTC().AppendFormat(text, dispatch.TimeLayout)
+		text = buf.tc.Append(text, f.ReceivedAt)
 		ends = append(ends, len(text))
 		text = append(text, f.Fields...)
 		ends = append(ends, len(text))
