@@ -86,6 +86,13 @@ func runDemo(ctx context.Context, g *globals, fl demoFlags) error {
 	if err := cfg.Validate(); err != nil {
 		return usagef("%v", err)
 	}
+	// Store-and-forward as `run` does, in a spool that lives as long as the demo.
+	state, err := os.MkdirTemp("", "serialcbd-demo-state-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(state)
+	cfg.StateDir = state
 	log, err := g.newLogger("warn", "")
 	if err != nil {
 		return err
