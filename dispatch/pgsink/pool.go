@@ -90,7 +90,19 @@ func (p *pool) acquire(ctx context.Context) (*conn, error) {
 // transaction (a write interrupted by its context), or the pool is closed.
 func (p *pool) release(ctx context.Context, c *conn) {
 	defer func() { <-p.sem }()
-	if c.IsClosed() || c.PgConn().IsBusy() || c.PgConn().TxStatus() != 'I' {
+	if c.IsClosed() {
+		// The connection died (a server restart, a network cut): the idle
+		// ones likely died with it, however fresh. Ping each before reuse,
+		// so that the next writes do not fail on them one by one.
+		p.mu.Lock()
+		for _, ic := range p.idle {
+			ic.idleSince = time.Time{}
+		}
+		p.mu.Unlock()
+		closeConn(ctx, c)
+		return
+	}
+	if c.PgConn().IsBusy() || c.PgConn().TxStatus() != 'I' {
 		closeConn(ctx, c)
 		return
 	}
