@@ -140,7 +140,7 @@ func builder[C interface{ Validate() error }, S dispatch.Sink](
 }
 
 // configKeyer is a settings error that names its key inside the sink's
-// block (httpsink.KeyError), so the error can point at that line.
+// block (sinkconf.KeyError), so the error can point at that line.
 type configKeyer interface {
 	error
 	ConfigKey() string

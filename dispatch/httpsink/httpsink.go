@@ -13,15 +13,12 @@ package httpsink
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +28,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/sinkconf"
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
@@ -79,7 +77,7 @@ type Config struct {
 	// flight across all batches.
 	MaxConns int `yaml:"max_conns"`
 	// TLS applies to https URLs.
-	TLS TLSConfig `yaml:"tls"`
+	TLS sinkconf.TLS `yaml:"tls"`
 	// Format is the body format: FormatJSON (one POST per frame, the
 	// default; "" means the same) or FormatNDJSON (one POST per batch).
 	Format string `yaml:"format"`
@@ -87,35 +85,6 @@ type Config struct {
 
 // ndjson reports whether the sink posts whole batches.
 func (c Config) ndjson() bool { return c.Format == FormatNDJSON }
-
-// KeyError is a Validate error about one setting; Key is its name inside
-// the sink's settings block (e.g. "format"), so that a config loader can
-// point at the offending line.
-type KeyError struct {
-	Key string
-	Err error
-}
-
-func (e *KeyError) Error() string { return e.Err.Error() }
-
-// Unwrap returns the underlying error.
-func (e *KeyError) Unwrap() error { return e.Err }
-
-// ConfigKey returns the setting's name inside the sink's block.
-func (e *KeyError) ConfigKey() string { return e.Key }
-
-func keyErrorf(key, format string, args ...any) error {
-	return &KeyError{Key: key, Err: fmt.Errorf(format, args...)}
-}
-
-// TLSConfig holds the TLS settings of an https endpoint.
-type TLSConfig struct {
-	// InsecureSkipVerify accepts any server certificate. For tests only.
-	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-	// CAFile is a PEM file of the CA certificates to trust instead of the
-	// system's (a private CA).
-	CAFile string `yaml:"ca_file"`
-}
 
 // ParseSpec returns the default Config for a spec "http://…" or "https://…".
 func ParseSpec(spec string) (Config, error) {
@@ -128,7 +97,7 @@ func ParseSpec(spec string) (Config, error) {
 // headers set by the sink itself, which configured headers must not replace.
 var reservedHeaders = []string{"Content-Length", "Host", "Idempotency-Key", "Transfer-Encoding", FramesHeader}
 
-// Validate checks the configuration without I/O (the CA file is read by
+// Validate checks the configuration without I/O (the TLS files are read by
 // Start).
 func (c Config) Validate() error {
 	var errs []error
@@ -140,33 +109,36 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("http sink: url %s: scheme must be http or https", safeURL(u)))
 	case u.Host == "" || u.Hostname() == "":
 		errs = append(errs, fmt.Errorf("http sink: url %s: missing host", safeURL(u)))
-	case u.Scheme == "http" && (c.TLS.CAFile != "" || c.TLS.InsecureSkipVerify):
-		errs = append(errs, keyErrorf("tls", "http sink: url %s: tls settings need an https URL", safeURL(u)))
+	case u.Scheme == "http" && c.TLS.IsSet():
+		errs = append(errs, sinkconf.KeyErrorf("tls", "http sink: url %s: tls settings need an https URL", safeURL(u)))
+	}
+	if err := c.TLS.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("http sink: %w", err))
 	}
 	switch c.Format {
 	case "", FormatJSON, FormatNDJSON:
 	default:
-		errs = append(errs, keyErrorf("format", "http sink: format %q: must be %s (one POST per frame) or %s (one POST per batch)", c.Format, FormatJSON, FormatNDJSON))
+		errs = append(errs, sinkconf.KeyErrorf("format", "http sink: format %q: must be %s (one POST per frame) or %s (one POST per batch)", c.Format, FormatJSON, FormatNDJSON))
 	}
 	if c.Timeout <= 0 {
-		errs = append(errs, keyErrorf("timeout", "http sink: timeout %s: must be positive, e.g. 10s", c.Timeout))
+		errs = append(errs, sinkconf.KeyErrorf("timeout", "http sink: timeout %s: must be positive, e.g. 10s", c.Timeout))
 	}
 	if c.MaxConns < 1 || c.MaxConns > maxConnsLimit {
-		errs = append(errs, keyErrorf("max_conns", "http sink: max_conns %d: must be between 1 and %d", c.MaxConns, maxConnsLimit))
+		errs = append(errs, sinkconf.KeyErrorf("max_conns", "http sink: max_conns %d: must be between 1 and %d", c.MaxConns, maxConnsLimit))
 	}
 	for name, value := range c.Headers {
 		if !validHeaderName(name) {
-			errs = append(errs, keyErrorf("headers", "http sink: header %q: not a valid header name", name))
+			errs = append(errs, sinkconf.KeyErrorf("headers", "http sink: header %q: not a valid header name", name))
 			continue
 		}
 		for _, r := range reservedHeaders {
 			if strings.EqualFold(name, r) {
-				errs = append(errs, keyErrorf("headers", "http sink: header %q is set by the sink: remove it", name))
+				errs = append(errs, sinkconf.KeyErrorf("headers", "http sink: header %q is set by the sink: remove it", name))
 			}
 		}
 		if strings.ContainsAny(value, "\r\n\x00") {
 			// The value is not quoted: it may be a secret.
-			errs = append(errs, keyErrorf("headers", "http sink: header %q: value contains a line break or NUL", name))
+			errs = append(errs, sinkconf.KeyErrorf("headers", "http sink: header %q: value contains a line break or NUL", name))
 		}
 	}
 	return errors.Join(errs...)
@@ -217,7 +189,7 @@ type Sink struct {
 
 var _ dispatch.Sink = (*Sink)(nil)
 
-// New returns a sink for cfg. It does no I/O; Start reads the CA file.
+// New returns a sink for cfg. It does no I/O; Start reads the TLS files.
 func New(cfg Config, log *zap.Logger) (*Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -251,7 +223,7 @@ func New(cfg Config, log *zap.Logger) (*Sink, error) {
 	return s, nil
 }
 
-// Start loads the CA file, if any, and builds the HTTP client. It does not
+// Start loads the TLS files, if any, and builds the HTTP client. It does not
 // contact the endpoint: an endpoint that is down at start is a retryable
 // condition of the first Write, not a failed start.
 func (s *Sink) Start(ctx context.Context) error {
@@ -263,20 +235,11 @@ func (s *Sink) Start(ctx context.Context) error {
 	if s.client != nil {
 		return nil
 	}
-	tlsCfg := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: s.cfg.TLS.InsecureSkipVerify, //nolint:gosec // opt-in, documented as test-only
-	}
-	if s.cfg.TLS.CAFile != "" {
-		pem, err := os.ReadFile(s.cfg.TLS.CAFile)
-		if err != nil {
-			return fmt.Errorf("http sink: read tls ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("http sink: tls ca_file %q: no PEM certificate found", s.cfg.TLS.CAFile)
-		}
-		tlsCfg.RootCAs = pool
+	// Without server_name, the transport checks the certificate against
+	// the URL's host.
+	tlsCfg, err := s.cfg.TLS.Config("")
+	if err != nil {
+		return fmt.Errorf("http sink: %w", err)
 	}
 	dialTimeout := min(s.cfg.Timeout, 30*time.Second)
 	s.transport = &http.Transport{

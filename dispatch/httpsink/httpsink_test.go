@@ -23,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/sinkconf"
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
@@ -51,7 +52,7 @@ func TestParseSpec(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if cfg.URL != tt.spec || cfg.Timeout != 10*time.Second || cfg.MaxConns != 16 || cfg.TLS != (TLSConfig{}) {
+			if cfg.URL != tt.spec || cfg.Timeout != 10*time.Second || cfg.MaxConns != 16 || cfg.TLS != (sinkconf.TLS{}) {
 				t.Fatalf("ParseSpec(%q) = %+v, want the defaults", tt.spec, cfg)
 			}
 			if err := cfg.Validate(); err != nil {
@@ -482,15 +483,15 @@ func TestTLS(t *testing.T) {
 
 	tests := []struct {
 		name        string
-		tls         TLSConfig
+		tls         sinkconf.TLS
 		wantStart   string // error of Start
 		wantWriteOK bool
 	}{
-		{name: "unknown CA", tls: TLSConfig{}},
-		{name: "ca file", tls: TLSConfig{CAFile: caFile}, wantWriteOK: true},
-		{name: "insecure", tls: TLSConfig{InsecureSkipVerify: true}, wantWriteOK: true},
-		{name: "missing ca file", tls: TLSConfig{CAFile: filepath.Join(dir, "nope.pem")}, wantStart: "read tls ca_file"},
-		{name: "not PEM", tls: TLSConfig{CAFile: notPEM}, wantStart: "no PEM certificate"},
+		{name: "unknown CA", tls: sinkconf.TLS{}},
+		{name: "ca file", tls: sinkconf.TLS{CAFile: caFile}, wantWriteOK: true},
+		{name: "insecure", tls: sinkconf.TLS{InsecureSkipVerify: true}, wantWriteOK: true},
+		{name: "missing ca file", tls: sinkconf.TLS{CAFile: filepath.Join(dir, "nope.pem")}, wantStart: "read tls ca_file"},
+		{name: "not PEM", tls: sinkconf.TLS{CAFile: notPEM}, wantStart: "no PEM certificate"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/sinkconf"
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
@@ -218,7 +219,7 @@ func TestFormatValidate(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `format "ndjsn"`) {
 		t.Fatalf("Validate() = %v, want a format error", err)
 	}
-	if ke, ok := errors.AsType[*KeyError](err); !ok || ke.Key != "format" {
+	if ke, ok := errors.AsType[*sinkconf.KeyError](err); !ok || ke.Key != "format" {
 		t.Fatalf("Validate() = %v, want a KeyError for format", err)
 	}
 	cfg.Format = FormatNDJSON

@@ -20,7 +20,6 @@ package mqttsink
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -37,6 +36,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/sinkconf"
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
@@ -131,7 +131,7 @@ type Config struct {
 	// long has a broken connection.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// TLS applies to mqtts URLs.
-	TLS TLSConfig `yaml:"tls"`
+	TLS sinkconf.TLS `yaml:"tls"`
 	// Format is the message body: FormatJSON (default), FormatRaw or
 	// FormatFields.
 	Format string `yaml:"format"`
@@ -143,46 +143,6 @@ type Config struct {
 	// broker's limit (Mosquitto: max_inflight_messages, default 20): a
 	// broker may acknowledge and drop a QoS 2 message over it.
 	MaxInflight int `yaml:"max_inflight"`
-}
-
-// TLSConfig holds the TLS settings of an mqtts broker.
-type TLSConfig struct {
-	// CAFile is a PEM file of the CA certificates to trust instead of the
-	// system's.
-	CAFile string `yaml:"ca_file"`
-	// CertFile and KeyFile are a PEM client certificate and its key, for
-	// brokers that authenticate clients by certificate. Both or neither.
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-	// InsecureSkipVerify accepts any server certificate. For tests only.
-	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-	// ServerName is the name the certificate must carry; default the URL's
-	// host.
-	ServerName string `yaml:"server_name"`
-}
-
-func (t TLSConfig) set() bool {
-	return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.InsecureSkipVerify || t.ServerName != ""
-}
-
-// KeyError is a Validate error about one setting; Key is its name inside
-// the sink's settings block (e.g. "qos"), so that a config loader can point
-// at the offending line.
-type KeyError struct {
-	Key string
-	Err error
-}
-
-func (e *KeyError) Error() string { return e.Err.Error() }
-
-// Unwrap returns the underlying error.
-func (e *KeyError) Unwrap() error { return e.Err }
-
-// ConfigKey returns the setting's name inside the sink's block.
-func (e *KeyError) ConfigKey() string { return e.Key }
-
-func keyErrorf(key, format string, args ...any) error {
-	return &KeyError{Key: key, Err: fmt.Errorf(format, args...)}
 }
 
 // ParseSpec returns the default Config for a spec "mqtt://HOST[:PORT]/TOPIC"
@@ -275,45 +235,45 @@ func (c Config) Validate() error {
 	ep, err := parseURL(c.URL)
 	if err != nil {
 		errs = append(errs, err)
-	} else if !ep.secure && c.TLS.set() {
-		errs = append(errs, keyErrorf("tls", "mqtt sink: tls settings need an mqtts:// URL"))
+	} else if !ep.secure && c.TLS.IsSet() {
+		errs = append(errs, sinkconf.KeyErrorf("tls", "mqtt sink: tls settings need an mqtts:// URL"))
 	}
 	if c.QoS < 0 || c.QoS > 2 {
-		errs = append(errs, keyErrorf("qos", "mqtt sink: qos %d: must be 0, 1 or 2", c.QoS))
+		errs = append(errs, sinkconf.KeyErrorf("qos", "mqtt sink: qos %d: must be 0, 1 or 2", c.QoS))
 	}
 	switch {
 	case c.ClientID == "" && !c.CleanSession:
-		errs = append(errs, keyErrorf("client_id", "mqtt sink: client_id: an empty client id needs clean_session: true"))
+		errs = append(errs, sinkconf.KeyErrorf("client_id", "mqtt sink: client_id: an empty client id needs clean_session: true"))
 	case len(c.ClientID) > maxTopicLen || !utf8.ValidString(c.ClientID) || strings.ContainsRune(c.ClientID, 0):
-		errs = append(errs, keyErrorf("client_id", "mqtt sink: client_id: must be UTF-8 text without NUL, at most 65535 bytes"))
+		errs = append(errs, sinkconf.KeyErrorf("client_id", "mqtt sink: client_id: must be UTF-8 text without NUL, at most 65535 bytes"))
 	}
 	if c.PasswordEnv != "" {
 		if !validEnvName(c.PasswordEnv) {
-			errs = append(errs, keyErrorf("password_env", "mqtt sink: password_env %q: not an environment variable name (letters, digits, underscore)", c.PasswordEnv))
+			errs = append(errs, sinkconf.KeyErrorf("password_env", "mqtt sink: password_env %q: not an environment variable name (letters, digits, underscore)", c.PasswordEnv))
 		}
 		if c.Username == "" {
-			errs = append(errs, keyErrorf("username", "mqtt sink: username: MQTT 3.1.1 sends a password only with a username: set username"))
+			errs = append(errs, sinkconf.KeyErrorf("username", "mqtt sink: username: MQTT 3.1.1 sends a password only with a username: set username"))
 		}
 	}
 	if c.KeepAlive < 0 || c.KeepAlive > maxKeepAlive || (c.KeepAlive > 0 && c.KeepAlive%time.Second != 0) {
-		errs = append(errs, keyErrorf("keepalive", "mqtt sink: keepalive %s: must be whole seconds between 0 (off) and 65535s", c.KeepAlive))
+		errs = append(errs, sinkconf.KeyErrorf("keepalive", "mqtt sink: keepalive %s: must be whole seconds between 0 (off) and 65535s", c.KeepAlive))
 	}
 	if c.MaxInflight < 0 || c.MaxInflight > 65535 {
-		errs = append(errs, keyErrorf("max_inflight", "mqtt sink: max_inflight %d: must be between 1 and 65535 (MQTT packet ids), or 0 for the default", c.MaxInflight))
+		errs = append(errs, sinkconf.KeyErrorf("max_inflight", "mqtt sink: max_inflight %d: must be between 1 and 65535 (MQTT packet ids), or 0 for the default", c.MaxInflight))
 	}
 	if c.ConnectTimeout <= 0 {
-		errs = append(errs, keyErrorf("connect_timeout", "mqtt sink: connect_timeout %s: must be positive, e.g. 5s", c.ConnectTimeout))
+		errs = append(errs, sinkconf.KeyErrorf("connect_timeout", "mqtt sink: connect_timeout %s: must be positive, e.g. 5s", c.ConnectTimeout))
 	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		errs = append(errs, keyErrorf("tls", "mqtt sink: tls: cert_file and key_file go together: set both or neither"))
+	if err := c.TLS.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("mqtt sink: %w", err))
 	}
 	switch c.Format {
 	case "", FormatJSON, FormatRaw, FormatFields:
 	default:
-		errs = append(errs, keyErrorf("format", "mqtt sink: format %q: must be %s (the frame record), %s (the payload bytes) or %s (the decoded fields)", c.Format, FormatJSON, FormatRaw, FormatFields))
+		errs = append(errs, sinkconf.KeyErrorf("format", "mqtt sink: format %q: must be %s (the frame record), %s (the payload bytes) or %s (the decoded fields)", c.Format, FormatJSON, FormatRaw, FormatFields))
 	}
 	if err := checkTopicText(c.MissingField); err != nil {
-		errs = append(errs, keyErrorf("missing_field", "mqtt sink: missing_field %q: %v", c.MissingField, err))
+		errs = append(errs, sinkconf.KeyErrorf("missing_field", "mqtt sink: missing_field %q: %v", c.MissingField, err))
 	}
 	return errors.Join(errs...)
 }
@@ -472,7 +432,7 @@ func (s *Sink) start(ctx context.Context) (first <-chan error, done <-chan struc
 	if s.cfg.PasswordEnv != "" {
 		pw, ok := os.LookupEnv(s.cfg.PasswordEnv)
 		if !ok {
-			return nil, nil, &KeyError{Key: "password_env", Err: fmt.Errorf("mqtt sink: password_env: environment variable %s is not set", s.cfg.PasswordEnv)}
+			return nil, nil, &sinkconf.KeyError{Key: "password_env", Err: fmt.Errorf("mqtt sink: password_env: environment variable %s is not set", s.cfg.PasswordEnv)}
 		}
 		opts.SetPassword(pw)
 	}
@@ -496,32 +456,9 @@ func (s *Sink) tlsConfig() (*tls.Config, error) {
 	if !s.ep.secure {
 		return nil, nil
 	}
-	t := s.cfg.TLS
-	cfg := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         s.ep.host,
-		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // opt-in, documented as test-only
-	}
-	if t.ServerName != "" {
-		cfg.ServerName = t.ServerName
-	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, &KeyError{Key: "tls", Err: fmt.Errorf("mqtt sink: read tls ca_file: %w", err)}
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, &KeyError{Key: "tls", Err: fmt.Errorf("mqtt sink: tls ca_file %q: no PEM certificate found", t.CAFile)}
-		}
-		cfg.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, &KeyError{Key: "tls", Err: fmt.Errorf("mqtt sink: tls cert_file/key_file: %w", err)}
-		}
-		cfg.Certificates = []tls.Certificate{cert}
+	cfg, err := s.cfg.TLS.Config(s.ep.host)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt sink: %w", err)
 	}
 	return cfg, nil
 }

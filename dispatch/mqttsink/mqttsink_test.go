@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/sinkconf"
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
@@ -123,10 +124,10 @@ func TestValidate(t *testing.T) {
 		{name: "tls on mqtt", cfg: func() Config { c := base("mqtt://h/a"); c.TLS.CAFile = "ca.pem"; return c }, key: "tls", wantErr: "mqtts://"},
 		{name: "tls on mqtts", cfg: func() Config {
 			c := base("mqtts://h/a")
-			c.TLS = TLSConfig{CAFile: "ca.pem", CertFile: "c.pem", KeyFile: "k.pem", ServerName: "x"}
+			c.TLS = sinkconf.TLS{CAFile: "ca.pem", CertFile: "c.pem", KeyFile: "k.pem", ServerName: "x"}
 			return c
 		}},
-		{name: "cert without key", cfg: func() Config { c := base("mqtts://h/a"); c.TLS.CertFile = "c.pem"; return c }, key: "tls", wantErr: "both or neither"},
+		{name: "cert without key", cfg: func() Config { c := base("mqtts://h/a"); c.TLS.CertFile = "c.pem"; return c }, key: "tls.cert_file", wantErr: "both or neither"},
 		{name: "format", cfg: func() Config { c := base("mqtt://h/a"); c.Format = "xml"; return c }, key: "format", wantErr: `format "xml"`},
 		{name: "format raw", cfg: func() Config { c := base("mqtt://h/a"); c.Format = FormatRaw; return c }},
 		{name: "format fields", cfg: func() Config { c := base("mqtt://h/a"); c.Format = FormatFields; return c }},
@@ -160,7 +161,7 @@ func TestValidate(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err %v, want %q", err, tt.wantErr)
 			}
-			var ke *KeyError
+			var ke *sinkconf.KeyError
 			switch {
 			case tt.key == "" && errors.As(err, &ke):
 				t.Errorf("URL error carries key %q", ke.ConfigKey())
@@ -305,7 +306,7 @@ func TestStartMissingPassword(t *testing.T) {
 	})
 	defer s.Close()
 	err := s.Start(context.Background())
-	var ke *KeyError
+	var ke *sinkconf.KeyError
 	if !errors.As(err, &ke) || ke.ConfigKey() != "password_env" {
 		t.Fatalf("start: %v; want a password_env KeyError", err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/serialcbd/serialcbd/asyncloop"
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/sinkconf"
 )
 
 // writeCert writes a PEM certificate and key for name, signed by parent
@@ -89,7 +90,7 @@ func TestIntegrationTLS(t *testing.T) {
 	prefix := topicPrefix(t)
 	sub := subscribe(t, b.addr, prefix+"/#", "", idKey)
 	sink := newSink(t, "mqtts://"+tlsAddr+"/"+prefix+"/{port}", nil, func(c *Config) {
-		c.TLS = TLSConfig{CAFile: caPath, CertFile: cliCert, KeyFile: cliKey}
+		c.TLS = sinkconf.TLS{CAFile: caPath, CertFile: cliCert, KeyFile: cliKey}
 	})
 	p := newPipeline(t, sink, lane)
 	if !sink.Connected() {

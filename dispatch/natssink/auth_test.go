@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/serialcbd/serialcbd/dispatch/sinkconf"
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
@@ -74,10 +75,10 @@ func TestIntegrationTLS(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		spec string
-		tls  TLSConfig
+		tls  sinkconf.TLS
 	}{
-		{"tls scheme", "tls://" + hostPort + "/secure.{port}", TLSConfig{CAFile: cert}},
-		{"nats scheme with tls settings", "nats://" + hostPort + "/secure.{port}", TLSConfig{CAFile: cert, ServerName: "nats.test"}},
+		{"tls scheme", "tls://" + hostPort + "/secure.{port}", sinkconf.TLS{CAFile: cert}},
+		{"nats scheme with tls settings", "nats://" + hostPort + "/secure.{port}", sinkconf.TLS{CAFile: cert, ServerName: "nats.test"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSink(t, tc.spec, func(c *Config) { c.JetStream, c.TLS = false, tc.tls })

@@ -26,8 +26,6 @@ package natssink
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -44,6 +42,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/sinkconf"
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
@@ -121,53 +120,13 @@ type Config struct {
 	// NKeyFile is a file holding an NKey seed.
 	NKeyFile string `yaml:"nkey_file"`
 	// TLS settings; any of them, or a tls:// spec, makes TLS required.
-	TLS TLSConfig `yaml:"tls"`
+	TLS sinkconf.TLS `yaml:"tls"`
 	// ConnectTimeout bounds one connection attempt (dial and handshake).
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// AckTimeout bounds the wait for a JetStream acknowledgement (and the
 	// flush of a core NATS batch); a frame not acknowledged in time fails
 	// retryably.
 	AckTimeout time.Duration `yaml:"ack_timeout"`
-}
-
-// TLSConfig holds the TLS settings.
-type TLSConfig struct {
-	// CAFile is a PEM file of CA certificates to trust instead of the
-	// system's.
-	CAFile string `yaml:"ca_file"`
-	// CertFile and KeyFile are the client certificate and key (PEM), for
-	// servers that verify clients.
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-	// InsecureSkipVerify accepts any server certificate. For tests only.
-	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-	// ServerName is the name checked against the server's certificate,
-	// when it differs from the spec's host.
-	ServerName string `yaml:"server_name"`
-}
-
-func (t TLSConfig) enabled() bool {
-	return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.InsecureSkipVerify || t.ServerName != ""
-}
-
-// KeyError is a Validate error about one setting; Key is its name inside
-// the sink's settings block (e.g. "format"), so that a config loader can
-// point at the offending line.
-type KeyError struct {
-	Key string
-	Err error
-}
-
-func (e *KeyError) Error() string { return e.Err.Error() }
-
-// Unwrap returns the underlying error.
-func (e *KeyError) Unwrap() error { return e.Err }
-
-// ConfigKey returns the setting's name inside the sink's block.
-func (e *KeyError) ConfigKey() string { return e.Key }
-
-func keyErrorf(key, format string, args ...any) error {
-	return &KeyError{Key: key, Err: fmt.Errorf(format, args...)}
 }
 
 // ParseSpec returns the default Config for a spec
@@ -214,39 +173,39 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("nats sink: %w", err))
 	}
 	if !validToken(c.MissingField) {
-		errs = append(errs, keyErrorf("missing_field", "nats sink: missing_field %q: must be one non-empty subject token (no space, '.', '*' or '>')", c.MissingField))
+		errs = append(errs, sinkconf.KeyErrorf("missing_field", "nats sink: missing_field %q: must be one non-empty subject token (no space, '.', '*' or '>')", c.MissingField))
 	}
 	switch c.Format {
 	case "", FormatJSON, FormatRaw, FormatFields:
 	default:
-		errs = append(errs, keyErrorf("format", "nats sink: format %q: must be %s (the frame record), %s (the payload) or %s (the decoder's fields)", c.Format, FormatJSON, FormatRaw, FormatFields))
+		errs = append(errs, sinkconf.KeyErrorf("format", "nats sink: format %q: must be %s (the frame record), %s (the payload) or %s (the decoder's fields)", c.Format, FormatJSON, FormatRaw, FormatFields))
 	}
 	if c.Stream != "" {
 		switch {
 		case !c.JetStream:
-			errs = append(errs, keyErrorf("stream", "nats sink: stream %q needs jetstream: true", c.Stream))
+			errs = append(errs, sinkconf.KeyErrorf("stream", "nats sink: stream %q needs jetstream: true", c.Stream))
 		case !validStreamName(c.Stream):
-			errs = append(errs, keyErrorf("stream", "nats sink: stream %q: a stream name has no space, '.', '*', '>', '/' or '\\'", c.Stream))
+			errs = append(errs, sinkconf.KeyErrorf("stream", "nats sink: stream %q: a stream name has no space, '.', '*', '>', '/' or '\\'", c.Stream))
 		}
 		if c.DuplicateWindow <= 0 {
-			errs = append(errs, keyErrorf("duplicate_window", "nats sink: duplicate_window %s: must be positive, e.g. 2m", c.DuplicateWindow))
+			errs = append(errs, sinkconf.KeyErrorf("duplicate_window", "nats sink: duplicate_window %s: must be positive, e.g. 2m", c.DuplicateWindow))
 		}
 	}
 	if c.ConnectTimeout <= 0 {
-		errs = append(errs, keyErrorf("connect_timeout", "nats sink: connect_timeout %s: must be positive, e.g. 5s", c.ConnectTimeout))
+		errs = append(errs, sinkconf.KeyErrorf("connect_timeout", "nats sink: connect_timeout %s: must be positive, e.g. 5s", c.ConnectTimeout))
 	}
 	if c.AckTimeout <= 0 {
-		errs = append(errs, keyErrorf("ack_timeout", "nats sink: ack_timeout %s: must be positive, e.g. 5s", c.AckTimeout))
+		errs = append(errs, sinkconf.KeyErrorf("ack_timeout", "nats sink: ack_timeout %s: must be positive, e.g. 5s", c.AckTimeout))
 	}
 	// Authentication: one method.
 	var methods []string
 	if c.User != "" || c.PasswordEnv != "" {
 		methods = append(methods, "user/password_env")
 		if c.User == "" {
-			errs = append(errs, keyErrorf("password_env", "nats sink: password_env needs user"))
+			errs = append(errs, sinkconf.KeyErrorf("password_env", "nats sink: password_env needs user"))
 		}
 		if c.PasswordEnv == "" {
-			errs = append(errs, keyErrorf("user", "nats sink: user needs password_env (the name of the environment variable holding the password)"))
+			errs = append(errs, sinkconf.KeyErrorf("user", "nats sink: user needs password_env (the name of the environment variable holding the password)"))
 		}
 	}
 	if c.TokenEnv != "" {
@@ -260,10 +219,10 @@ func (c Config) Validate() error {
 	}
 	if len(methods) > 1 {
 		key := map[string]string{"user/password_env": "user", "token_env": "token_env", "creds_file": "creds_file", "nkey_file": "nkey_file"}[methods[1]]
-		errs = append(errs, keyErrorf(key, "nats sink: choose one authentication method, not %s", strings.Join(methods, " and ")))
+		errs = append(errs, sinkconf.KeyErrorf(key, "nats sink: choose one authentication method, not %s", strings.Join(methods, " and ")))
 	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		errs = append(errs, keyErrorf("tls", "nats sink: tls: cert_file and key_file go together"))
+	if err := c.TLS.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("nats sink: %w", err))
 	}
 	return errors.Join(errs...)
 }
@@ -452,10 +411,12 @@ func (s *Sink) options() ([]nats.Option, error) {
 		}
 		opts = append(opts, o)
 	}
-	if c.TLS.enabled() || strings.HasPrefix(c.Server, SchemeTLS+"://") {
-		tc, err := s.tlsConfig()
+	if c.TLS.IsSet() || strings.HasPrefix(c.Server, SchemeTLS+"://") {
+		// Without server_name, nats.go checks the certificate against the
+		// host of the server it dials (a discovered one included).
+		tc, err := c.TLS.Config("")
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("nats sink: %w", err)
 		}
 		opts = append(opts, nats.Secure(tc))
 	}
@@ -468,34 +429,6 @@ func env(name, key string) (string, error) {
 		return "", fmt.Errorf("nats sink: %s: environment variable %s is not set", key, name)
 	}
 	return v, nil
-}
-
-func (s *Sink) tlsConfig() (*tls.Config, error) {
-	t := s.cfg.TLS
-	tc := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         t.ServerName,
-		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // opt-in, documented as test-only
-	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("nats sink: read tls ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("nats sink: tls ca_file %q: no PEM certificate found", t.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("nats sink: tls cert_file/key_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
 }
 
 // reconnectDelay is the wait before the attempts-th pass over the server

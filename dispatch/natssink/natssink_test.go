@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/serialcbd/serialcbd/dispatch/sinkconf"
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
@@ -66,7 +67,7 @@ func TestValidate(t *testing.T) {
 		{name: "defaults", edit: func(*Config) {}},
 		{name: "all settings", edit: func(c *Config) {
 			c.Stream, c.Format, c.User, c.PasswordEnv = "FRAMES", FormatRaw, "u", "NATS_PW"
-			c.TLS = TLSConfig{CAFile: "ca.pem", CertFile: "c.pem", KeyFile: "k.pem", ServerName: "n"}
+			c.TLS = sinkconf.TLS{CAFile: "ca.pem", CertFile: "c.pem", KeyFile: "k.pem", ServerName: "n"}
 		}},
 		{name: "empty subject", edit: func(c *Config) { c.Subject = "" }, err: "empty subject"},
 		{name: "bad template", edit: func(c *Config) { c.Subject = "a.{nope}" }, err: "unknown placeholder {nope}"},
@@ -84,7 +85,7 @@ func TestValidate(t *testing.T) {
 		{name: "user without password", edit: func(c *Config) { c.User = "u" }, key: "user", err: "needs password_env"},
 		{name: "password without user", edit: func(c *Config) { c.PasswordEnv = "P" }, key: "password_env", err: "needs user"},
 		{name: "two auth methods", edit: func(c *Config) { c.TokenEnv, c.CredsFile = "T", "x.creds" }, key: "creds_file", err: "one authentication method"},
-		{name: "cert without key", edit: func(c *Config) { c.TLS.CertFile = "c.pem" }, key: "tls", err: "go together"},
+		{name: "cert without key", edit: func(c *Config) { c.TLS.CertFile = "c.pem" }, key: "tls.cert_file", err: "go together"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,7 +107,7 @@ func TestValidate(t *testing.T) {
 			if _, nerr := New(c, nil); nerr == nil {
 				t.Fatal("New accepted an invalid config")
 			}
-			ke, ok := errors.AsType[*KeyError](err)
+			ke, ok := errors.AsType[*sinkconf.KeyError](err)
 			if tt.key == "" {
 				return
 			}

@@ -33,6 +33,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/sinkconf"
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
@@ -81,26 +82,6 @@ type Config struct {
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 }
 
-// KeyError is a Validate error about one setting; Key is its name inside
-// the sink's settings block (e.g. "table"), so that a config loader can
-// point at the offending line.
-type KeyError struct {
-	Key string
-	Err error
-}
-
-func (e *KeyError) Error() string { return e.Err.Error() }
-
-// Unwrap returns the underlying error.
-func (e *KeyError) Unwrap() error { return e.Err }
-
-// ConfigKey returns the setting's name inside the sink's block.
-func (e *KeyError) ConfigKey() string { return e.Key }
-
-func keyErrorf(key, format string, args ...any) error {
-	return &KeyError{Key: key, Err: fmt.Errorf(format, args...)}
-}
-
 // ParseSpec returns the default Config for a spec "postgres://…" or
 // "postgresql://…".
 func ParseSpec(spec string) (Config, error) {
@@ -135,16 +116,16 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("postgres sink: url %s: scheme must be postgres or postgresql", safeURL(u)))
 	}
 	if _, _, err := splitTable(c.Table); err != nil {
-		errs = append(errs, &KeyError{Key: "table", Err: err})
+		errs = append(errs, &sinkconf.KeyError{Key: "table", Err: err})
 	}
 	if c.MaxConns < 1 || c.MaxConns > maxConnsLimit {
-		errs = append(errs, keyErrorf("max_conns", "postgres sink: max_conns %d: must be between 1 and %d", c.MaxConns, maxConnsLimit))
+		errs = append(errs, sinkconf.KeyErrorf("max_conns", "postgres sink: max_conns %d: must be between 1 and %d", c.MaxConns, maxConnsLimit))
 	}
 	if c.PasswordEnv != "" && !isEnvName(c.PasswordEnv) {
-		errs = append(errs, keyErrorf("password_env", "postgres sink: password_env %q: must be the name of an environment variable (letters, digits, underscore), not the password itself", redactValue(c.PasswordEnv)))
+		errs = append(errs, sinkconf.KeyErrorf("password_env", "postgres sink: password_env %q: must be the name of an environment variable (letters, digits, underscore), not the password itself", redactValue(c.PasswordEnv)))
 	}
 	if c.ConnectTimeout <= 0 {
-		errs = append(errs, keyErrorf("connect_timeout", "postgres sink: connect_timeout %s: must be positive, e.g. 5s", c.ConnectTimeout))
+		errs = append(errs, sinkconf.KeyErrorf("connect_timeout", "postgres sink: connect_timeout %s: must be positive, e.g. 5s", c.ConnectTimeout))
 	}
 	return errors.Join(errs...)
 }
