@@ -97,15 +97,19 @@ func (c *Cutter) cut(w []byte, emit func([]byte), oversize func(int)) int {
 			c.dropped = 0
 			continue
 		}
+		// The framer sees at most max bytes, as it would had the input
+		// come in small reads through buf: what is a frame, noise or
+		// oversize must not depend on how the input was read.
+		window := rest[:min(len(rest), c.max)]
 		var n int
 		var frame []byte
 		if c.res != nil && c.scanned > 0 {
-			n, frame = c.res.SplitFrom(rest, c.scanned)
+			n, frame = c.res.SplitFrom(window, c.scanned)
 		} else {
-			n, frame = c.f.Split(rest)
+			n, frame = c.f.Split(window)
 		}
 		if n <= 0 {
-			if len(rest) >= c.max {
+			if len(window) >= c.max {
 				c.skipping = true // no boundary within max bytes
 				c.scanned = 0
 				continue
@@ -118,7 +122,8 @@ func (c *Cutter) cut(w []byte, emit func([]byte), oversize func(int)) int {
 		c.scanned = 0
 		switch {
 		case n > c.max:
-			// The whole oversize frame was in w (a large Feed): drop it.
+			// A framer that returns more than it was shown (a faulty one):
+			// drop it as oversize.
 			c.reportOversize(oversize, n)
 		case frame != nil && emit != nil:
 			emit(frame)

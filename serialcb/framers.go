@@ -447,9 +447,8 @@ var (
 // match that could grow with more input (`[0-9]+`, `[^\n]*`) is not cut
 // short by a read boundary. End patterns with an explicit terminator
 // (`\$GP[^\r\n]*\r\n`) so frames are final as soon as they arrive.
-// The byte after a match must fit in the Cutter's buffer too, so a frame
-// of exactly the max bytes is cut only when that byte arrives in the same
-// read; otherwise it is dropped as oversize: keep the max above the
+// The byte after a match must fit within the max too, so a frame of
+// exactly the max bytes is dropped as oversize: keep the max above the
 // longest frame. Matching is leftmost-first over the buffered bytes: bytes before the
 // leftmost match are dropped as noise even if more input could have made an
 // earlier match (only alternations like `a.*z|b` can). `^` anchors where
@@ -463,8 +462,8 @@ var (
 // prefix; without a prefix, up to the next match start in the buffer, or
 // half the buffer when none starts in it. Only the prefix rule is
 // independent of read boundaries: prefer patterns that start with a
-// literal. An oversize match is reported as dropped with its own length
-// when it arrives in one read, and up to the next prefix otherwise.
+// literal. An oversize match is reported as dropped up to the next
+// prefix.
 func Regex(re *regexp.Regexp) Framer {
 	p, _ := re.LiteralPrefix()
 	var prefix []byte
