@@ -136,6 +136,56 @@ func BenchmarkCallSoon(b *testing.B) {
 	<-done
 }
 
+// BenchmarkCallSoonWith is BenchmarkCallSoon through the closure-free
+// hand-off, with a pointer argument.
+func BenchmarkCallSoonWith(b *testing.B) {
+	l := New(Options{})
+	l.Start()
+	defer l.Shutdown(context.Background())
+	done := make(chan struct{})
+	count := 0 // loop-owned
+	target := b.N
+	fn := func(v any) {
+		if count += *v.(*int); count == target {
+			close(done)
+		}
+	}
+	one := 1
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := l.CallSoonWith(fn, &one); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-done
+}
+
+// BenchmarkInitResolve is BenchmarkNewFutureResolve with the future
+// embedded in a struct that the caller allocates anyway.
+func BenchmarkInitResolve(b *testing.B) {
+	l := New(Options{})
+	l.Start()
+	defer l.Shutdown(context.Background())
+	done := make(chan struct{})
+	count := 0 // loop-owned
+	target := b.N
+	cb := func(*Future[int]) {
+		if count++; count == target {
+			close(done)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		e := &embedding{}
+		e.fut.Init(l)
+		e.fut.AddDoneCallback(cb)
+		e.fut.Resolve(i, nil)
+	}
+	<-done
+}
+
 func BenchmarkNewFutureResolve(b *testing.B) {
 	l := New(Options{})
 	l.Start()

@@ -6,14 +6,14 @@
 //
 // # Who runs what where
 //
-//   - Submit, CallSoon, CallLater, NewFuture and every Future method are
-//     safe from any goroutine. Submit and CallSoon never wait longer than
-//     the Block policy (Options.BlockTimeout) allows.
+//   - Submit, CallSoon, CallSoonWith, CallLater, NewFuture and every Future
+//     method are safe from any goroutine. Submit and CallSoon(With) never
+//     wait longer than the Block policy (Options.BlockTimeout) allows.
 //   - Handlers given to Submit run on a fixed pool of Options.Workers worker
 //     goroutines, so at most that many run at once. A panicking handler
 //     fails its future with *PanicError; the worker carries on.
-//   - Done-callbacks (Future.AddDoneCallback) and CallSoon / CallLater
-//     functions run on the single loop goroutine, one at a time, so state
+//   - Done-callbacks (Future.AddDoneCallback) and CallSoon / CallSoonWith /
+//     CallLater functions run on the single loop goroutine, one at a time, so state
 //     that only they touch needs no lock. They should be short and must not
 //     panic. Once Shutdown has finished, callbacks run synchronously in the
 //     goroutine that adds them or completes their future, so none is lost.
@@ -26,8 +26,9 @@
 //	asyncio                                 asyncloop
 //	asyncio.run_coroutine_threadsafe(c, l)  Submit(l, fn)
 //	loop.call_soon_threadsafe(fn)           l.CallSoon(fn)
+//	loop.call_soon_threadsafe(fn, arg)      l.CallSoonWith(fn, arg)
 //	loop.call_later(d, fn)                  l.CallLater(d, fn)
-//	loop.create_future()                    NewFuture[T](l)
+//	loop.create_future()                    NewFuture[T](l), or f.Init(l) in place
 //	fut.set_result / set_exception          f.Resolve(v, err)
 //	fut.result() / await fut                f.Result(ctx)
 //	fut.exception()                         f.Err()

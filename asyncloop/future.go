@@ -17,7 +17,8 @@ const (
 
 // Future is the eventual result of a handler (from Submit) or of a Resolve
 // call (from NewFuture); it is asyncio's Future. All methods are safe from
-// any goroutine. The zero value is not usable.
+// any goroutine. The zero value is not usable until Init; a Future must not
+// be copied once in use.
 type Future[T any] struct {
 	loop *Loop
 	fn   func(context.Context) (T, error) // nil for NewFuture
@@ -74,9 +75,21 @@ func Submit[T any](l *Loop, fn func(ctx context.Context) (T, error)) *Future[T] 
 // Cancel); it is asyncio's loop.create_future, a bridge for results that
 // arrive by other means than a handler. Its callbacks run on l's goroutine.
 func NewFuture[T any](l *Loop) *Future[T] {
-	f := &Future[T]{loop: l}
-	f.ctx.init(&f.mu, l)
+	f := &Future[T]{}
+	f.Init(l)
 	return f
+}
+
+// Init makes a zero Future embedded in a larger struct a pending future of
+// l, exactly like the one NewFuture returns, without allocating it
+// separately: the struct and its future are one allocation. Call it once,
+// before the future is used or shared; the Future must not be copied after
+// (it holds a mutex and a pointer to it). The future then lives as long as
+// the struct that holds it, and the struct as long as anyone holds the
+// future, so it should not keep big things alive once the future is done.
+func (f *Future[T]) Init(l *Loop) {
+	f.loop = l
+	f.ctx.init(&f.mu, l)
 }
 
 // run is the worker's handler trampoline.

@@ -32,7 +32,7 @@ const (
 // its default.
 type Options struct {
 	// QueueSize is the capacity of the Submit queue and, separately, of the
-	// CallSoon queue. Default 1024.
+	// CallSoon queue (shared by CallSoon and CallSoonWith). Default 1024.
 	QueueSize int
 	// Workers is the maximum number of handlers running at once; it is also
 	// the number of worker goroutines. Default 64.
@@ -85,6 +85,24 @@ type task interface {
 	run()
 }
 
+// soonCall is what the CallSoon queue carries: either fn, or fnArg with its
+// argument. One element type serves CallSoon and CallSoonWith, so that both
+// share one queue and one order; a pointer in arg costs no allocation,
+// unlike a closure capturing it.
+type soonCall struct {
+	fn    func()
+	fnArg func(any)
+	arg   any
+}
+
+func (c soonCall) call() {
+	if c.fn != nil {
+		c.fn()
+		return
+	}
+	c.fnArg(c.arg)
+}
+
 // completer is what visits the loop goroutine through the completion list:
 // futures with callbacks to run, CallLater timers and unobserved-failure
 // reports. Each item is pushed a bounded number of times, so the list is
@@ -110,7 +128,7 @@ type Loop struct {
 	gate    sync.RWMutex
 	closing chan struct{} // closed when Shutdown begins; wakes blocked producers
 	tasks   chan task
-	soon    chan func()
+	soon    chan soonCall
 
 	// runCtx is the parent of every handler context; cancelling it is the
 	// hard stop.
@@ -169,7 +187,7 @@ func New(opts Options) *Loop {
 		opts:        opts,
 		closing:     make(chan struct{}),
 		tasks:       make(chan task, opts.QueueSize),
-		soon:        make(chan func(), opts.QueueSize),
+		soon:        make(chan soonCall, opts.QueueSize),
 		workersDone: make(chan struct{}),
 		wake:        make(chan struct{}, 1),
 		stopLoop:    make(chan struct{}),
@@ -309,19 +327,35 @@ func (l *Loop) Stats() Stats {
 // goroutine itself while its queue is full cannot make room, so with Block
 // it waits the whole BlockTimeout: use CallLater(0, fn) there instead.
 func (l *Loop) CallSoon(fn func()) error {
+	return l.callSoon(soonCall{fn: fn})
+}
+
+// CallSoonWith is CallSoon for fn(arg): it schedules fn(arg) to run on the
+// loop goroutine, in the same queue and the same order as CallSoon (calls
+// of either from one goroutine run in the order they were made), with the
+// same errors and the same full-queue policy. It exists for hot paths: a
+// closure capturing its argument is one allocation per call, whereas fn
+// built once and a pointer passed as arg cost none. (A non-pointer arg is
+// boxed into the interface as usual.)
+func (l *Loop) CallSoonWith(fn func(any), arg any) error {
+	return l.callSoon(soonCall{fnArg: fn, arg: arg})
+}
+
+// callSoon puts c on the CallSoon queue according to the full policy.
+func (l *Loop) callSoon(c soonCall) error {
 	l.gate.RLock()
 	defer l.gate.RUnlock()
 	if err := l.acceptErr(); err != nil {
 		return err
 	}
 	select {
-	case l.soon <- fn:
+	case l.soon <- c:
 		return nil
 	default:
 	}
 	return l.waitRoom(func(t *time.Timer) error {
 		select {
-		case l.soon <- fn:
+		case l.soon <- c:
 			return nil
 		case <-t.C:
 			return ErrQueueFull
@@ -421,8 +455,8 @@ func (l *Loop) runLoop() {
 	var batch []completer
 	for {
 		select {
-		case fn := <-l.soon:
-			fn()
+		case c := <-l.soon:
+			c.call()
 		case <-l.wake:
 			batch = l.runBatch(batch)
 		case <-l.stopLoop:
@@ -457,8 +491,8 @@ func (l *Loop) drainAndStop() {
 	for {
 		for drained := false; !drained; {
 			select {
-			case fn := <-l.soon:
-				fn()
+			case c := <-l.soon:
+				c.call()
 			default:
 				drained = true
 			}
