@@ -131,10 +131,13 @@ type Sink struct {
 	// smaller ones so that no statement is prepared on the hot path.
 	sizes []int
 
-	mu     sync.Mutex // guards db, stmts and closed
+	mu     sync.Mutex // guards db, stmts, ckpt and closed
 	db     *sql.DB
 	stmts  []*sql.Stmt // stmts[i] inserts sizes[i] rows
+	ckpt   *checkpointer
 	closed bool
+
+	ckptEvery time.Duration // see checkpointEvery; tests shrink it
 
 	bufs sync.Pool // *writeBuf
 }
@@ -161,8 +164,9 @@ func New(cfg Config, log *zap.Logger) (*Sink, error) {
 	s := &Sink{
 		cfg:   cfg,
 		log:   log,
-		dsn:   dsn(cfg),
-		sizes: stmtSizes(chunkRows),
+		dsn:       dsn(cfg, walLimitPages),
+		sizes:     stmtSizes(chunkRows),
+		ckptEvery: checkpointEvery,
 	}
 	s.bufs.New = func() any { return new(writeBuf) }
 	return s, nil
@@ -181,7 +185,7 @@ func stmtSizes(chunk int) []int {
 // or '%' in a file name cannot be read as URI syntax. The pragmas go in the
 // DSN, not in a one-off Exec, so that a connection database/sql reopens after
 // an error gets them too.
-func dsn(cfg Config) string {
+func dsn(cfg Config, walLimitPages int) string {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(cfg.BusyTimeout.Milliseconds(), 10)+")")
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -190,6 +194,9 @@ func dsn(cfg Config) string {
 	// it can be undone alone; in a temp file that costs a write syscall per
 	// page touched (a quarter of the insert time, measured).
 	q.Add("_pragma", "temp_store(MEMORY)")
+	// The checkpointer copies the log into the database, not the commits;
+	// they do only past the limit (see checkpoint.go).
+	q.Add("_pragma", "wal_autocheckpoint("+strconv.Itoa(walLimitPages)+")")
 	// BEGIN IMMEDIATE takes the write lock up front, waiting up to
 	// busy_timeout, instead of failing on a lock upgrade mid-transaction.
 	q.Set("_txlock", "immediate")
@@ -222,6 +229,12 @@ func (s *Sink) Start(ctx context.Context) error {
 	if err := s.setup(ctx, db); err != nil {
 		return errors.Join(err, db.Close())
 	}
+	ckptDB, err := sql.Open("sqlite", s.dsn)
+	if err != nil {
+		return errors.Join(fmt.Errorf("open sqlite database %q: %w", s.cfg.Path, err), db.Close())
+	}
+	ckptDB.SetMaxOpenConns(1)
+	s.ckpt = startCheckpointer(ckptDB, s.log, s.ckptEvery)
 	s.db = db
 	s.log.Debug("sqlite sink started", zap.String("path", s.cfg.Path), zap.String("table", s.cfg.Table))
 	return nil
@@ -309,7 +322,7 @@ func (s *Sink) Write(ctx context.Context, batch []*serialcb.Frame) error {
 		return nil
 	}
 	s.mu.Lock()
-	db, stmts, closed := s.db, s.stmts, s.closed
+	db, stmts, ckpt, closed := s.db, s.stmts, s.ckpt, s.closed
 	s.mu.Unlock()
 	if closed {
 		return errors.New("sqlite sink: write after close")
@@ -382,6 +395,7 @@ func (s *Sink) Write(ctx context.Context, batch []*serialcb.Frame) error {
 	if err := tx.Commit(); err != nil {
 		return classify(fmt.Errorf("sqlite sink: commit: %w", err))
 	}
+	ckpt.committed()
 	if errs != nil {
 		return &dispatch.BatchError{Errs: errs}
 	}
@@ -513,6 +527,7 @@ func (s *Sink) Close() error {
 	for _, st := range s.stmts {
 		errs = append(errs, st.Close())
 	}
+	errs = append(errs, s.ckpt.stop())
 	// TRUNCATE also empties the -wal file. A reader holding the database
 	// makes the checkpoint partial (SQLITE_BUSY): not worth failing Close.
 	if _, err := s.db.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {

@@ -1,0 +1,120 @@
+package sqlsink
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// startTuned opens a sink whose checkpointer runs every `every` and whose
+// writer checkpoints past walLimit pages.
+func startTuned(t *testing.T, every time.Duration, walLimit int) (*Sink, Config) {
+	t.Helper()
+	cfg, err := ParseSpec("sqlite:" + filepath.Join(t.TempDir(), "test.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ckptEvery, s.dsn = every, dsn(cfg, walLimit)
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s, cfg
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// With the writer's checkpoint off, the rows reach the database file
+// while the sink is open only through the checkpointer.
+func TestCheckpointerCopiesLog(t *testing.T) {
+	s, cfg := startTuned(t, 10*time.Millisecond, 0)
+	before := fileSize(t, cfg.Path)
+	all := frames(10_000)
+	for i := 0; i < len(all); i += 500 {
+		if err := s.Write(t.Context(), all[i:i+500]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Ten thousand rows and their index take well over 100 pages.
+	want := before + 100*4096
+	deadline := time.Now().Add(30 * time.Second)
+	for fileSize(t, cfg.Path) < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("database file %d bytes after 10,000 rows (%d before): the log was not checkpointed", fileSize(t, cfg.Path), before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := count(t, openDB(t, cfg), "frames"); n != len(all) {
+		t.Fatalf("%d rows, want %d", n, len(all))
+	}
+}
+
+// Commits back to back may never leave the log wholly copied at the start
+// of a write, so it could not start over; past the limit the writer's own
+// checkpoint makes it. Without it this log grows past 8 MiB.
+func TestCheckpointerBoundsLog(t *testing.T) {
+	const limit = 64 // pages
+	s, cfg := startTuned(t, 2*time.Millisecond, limit)
+	all := frames(40_000)
+	for i := 0; i < len(all); i += 100 {
+		if err := s.Write(t.Context(), all[i:i+100]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The log holds at most the limit plus one commit, and a few commits
+	// more when the writer's checkpoint found the checkpointer busy.
+	const bound = 4 << 20
+	if size := fileSize(t, cfg.Path+"-wal"); size > bound {
+		t.Fatalf("write-ahead log %d bytes, want at most %d", size, bound)
+	}
+	if n := count(t, openDB(t, cfg), "frames"); n != len(all) {
+		t.Fatalf("%d rows, want %d", n, len(all))
+	}
+}
+
+// Close stops the checkpointer (TestMain checks for leaked goroutines) and
+// still leaves the database complete on its own.
+func TestCheckpointerStopsAtClose(t *testing.T) {
+	cfg, err := ParseSpec("sqlite:" + filepath.Join(t.TempDir(), "test.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ckptEvery = time.Hour // a checkpoint is pending when Close comes
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(t.Context(), frames(100)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The last connection to close removes the log; a reader elsewhere
+	// would leave it, empty.
+	if fi, err := os.Stat(cfg.Path + "-wal"); err == nil && fi.Size() != 0 {
+		t.Fatalf("write-ahead log %d bytes after Close, want it checkpointed", fi.Size())
+	}
+	if n := count(t, openDB(t, cfg), "frames"); n != 100 {
+		t.Fatalf("%d rows, want 100", n)
+	}
+}
