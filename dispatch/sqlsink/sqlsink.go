@@ -162,8 +162,8 @@ func New(cfg Config, log *zap.Logger) (*Sink, error) {
 		log = zap.NewNop()
 	}
 	s := &Sink{
-		cfg:   cfg,
-		log:   log,
+		cfg:       cfg,
+		log:       log,
 		dsn:       dsn(cfg, walLimitPages),
 		sizes:     stmtSizes(chunkRows),
 		ckptEvery: checkpointEvery,
