@@ -2,7 +2,6 @@ package sqlsink
 
 import (
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -11,23 +10,9 @@ import (
 // writer checkpoints past walLimit pages.
 func startTuned(t *testing.T, every time.Duration, walLimit int) (*Sink, Config) {
 	t.Helper()
-	cfg, err := ParseSpec("sqlite:" + filepath.Join(t.TempDir(), "test.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, cfg := newSink(t, nil)
 	s.ckptEvery, s.dsn = every, dsn(cfg, walLimit)
-	if err := s.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	startUntilEnd(t, s)
 	return s, cfg
 }
 
@@ -91,14 +76,7 @@ func TestCheckpointerBoundsLog(t *testing.T) {
 // Close stops the checkpointer (TestMain checks for leaked goroutines) and
 // still leaves the database complete on its own.
 func TestCheckpointerStopsAtClose(t *testing.T) {
-	cfg, err := ParseSpec("sqlite:" + filepath.Join(t.TempDir(), "test.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, cfg := newSink(t, nil)
 	s.ckptEvery = time.Hour // a checkpoint is pending when Close comes
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)

@@ -121,8 +121,8 @@ func frames(n int) []*serialcb.Frame {
 	return out
 }
 
-// start opens a sink on a fresh database and closes it at the end of the test.
-func start(t *testing.T, edit func(*Config)) (*Sink, Config) {
+// newSink returns a sink, not started, on a fresh database.
+func newSink(t *testing.T, edit func(*Config)) (*Sink, Config) {
 	t.Helper()
 	cfg, err := ParseSpec("sqlite:" + filepath.Join(t.TempDir(), "test.db"))
 	if err != nil {
@@ -135,6 +135,12 @@ func start(t *testing.T, edit func(*Config)) (*Sink, Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, cfg
+}
+
+// startUntilEnd starts s and closes it at the end of the test.
+func startUntilEnd(t *testing.T, s *Sink) {
+	t.Helper()
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +149,13 @@ func start(t *testing.T, edit func(*Config)) (*Sink, Config) {
 			t.Error(err)
 		}
 	})
+}
+
+// start opens a sink on a fresh database and closes it at the end of the test.
+func start(t *testing.T, edit func(*Config)) (*Sink, Config) {
+	t.Helper()
+	s, cfg := newSink(t, edit)
+	startUntilEnd(t, s)
 	return s, cfg
 }
 
