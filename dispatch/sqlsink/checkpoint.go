@@ -65,8 +65,10 @@ func (c *checkpointer) committed() {
 
 func (c *checkpointer) run(ctx context.Context) {
 	defer close(c.done)
-	t := time.NewTimer(0)
-	<-t.C
+	t := time.NewTimer(c.every)
+	t.Stop() // armed after each kick; since Go 1.23 a stopped timer holds no stale tick
+	var lastWarn time.Time
+	failed := 0 // failures since the last warning
 	for {
 		select {
 		case <-ctx.Done():
@@ -85,10 +87,14 @@ func (c *checkpointer) run(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
-			// The frames are safe in the log; the writer's backstop
-			// checkpoint bounds its size.
-			c.log.Warn("sqlite sink: checkpoint failed; trying again", zap.Error(err))
-			c.committed()
+			// The frames are safe in the log, the next commit tries again,
+			// and the writer's backstop checkpoint bounds the log's size.
+			failed++
+			if now := time.Now(); now.Sub(lastWarn) >= time.Minute {
+				c.log.Warn("sqlite sink: checkpoint failed; the next commit tries again",
+					zap.Int("failures", failed), zap.Error(err))
+				lastWarn, failed = now, 0
+			}
 		}
 	}
 }
