@@ -419,7 +419,15 @@ func TestWriteUnacknowledged(t *testing.T) {
 	case !errors.Is(err, ErrNotConnected): // the loss was seen before the write began
 		t.Fatalf("write across a lost connection: %v", err)
 	}
-	// The connection is gone and reconnecting is refused.
+	// The connection is gone and reconnecting is refused. Paho fails the
+	// tokens before the sink's run goroutine has taken the loss, so a
+	// write in between still publishes (and fails retryably): wait until
+	// the sink has seen it.
+	for deadline := time.Now().Add(10 * time.Second); s.Connected(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the sink still reports a connection 10 s after the loss")
+		}
+	}
 	if err := s.Write(context.Background(), testFrames(1)); !notConnected(err) {
 		t.Fatalf("write after loss: %v; want ErrNotConnected", err)
 	}
