@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/serialcbd/serialcbd/serialcb"
+	"github.com/serialcbd/serialcbd/serialcb/jsontext"
 )
 
 // TimeLayout is how received_at is written in text records: UTC with all
@@ -26,14 +27,14 @@ func AppendJSON(dst []byte, f *serialcb.Frame) []byte {
 	dst = append(dst, `{"id":"`...)
 	dst, _ = f.ID.AppendText(dst)
 	dst = append(dst, `","port":`...)
-	dst = appendJSONString(dst, f.Port)
+	dst = jsontext.AppendString(dst, f.Port)
 	dst = append(dst, `,"seq":`...)
 	dst = appendUint(dst, f.Seq)
 	dst = append(dst, `,"received_at":"`...)
 	dst = f.ReceivedAt.UTC().AppendFormat(dst, TimeLayout)
 	dst = append(dst, `","payload":`...)
 	if utf8.Valid(f.Payload) {
-		dst = appendJSONString(dst, f.Payload)
+		dst = jsontext.AppendString(dst, f.Payload)
 	} else {
 		dst = append(dst, '"')
 		dst = base64.StdEncoding.AppendEncode(dst, f.Payload)
@@ -98,51 +99,4 @@ func appendUint(dst []byte, v uint64) []byte {
 		}
 	}
 	return append(dst, b[i:]...)
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString quotes valid UTF-8 text as a JSON string. Control
-// characters, quote and backslash are escaped; so are U+2028 and U+2029,
-// which break JavaScript consumers that eval JSON.
-func appendJSONString[S string | []byte](dst []byte, s S) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		// Multi-byte: only U+2028/U+2029 (E2 80 A8/A9) need escaping.
-		if c == 0xE2 && i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xA8 || s[i+2] == 0xA9) {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\u202`...)
-			dst = append(dst, hexDigits[s[i+2]&0xf])
-			i += 3
-			start = i
-			continue
-		}
-		i++
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }

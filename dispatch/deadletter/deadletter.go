@@ -29,10 +29,10 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/serialcbd/serialcbd/dispatch"
 	"github.com/serialcbd/serialcbd/serialcb"
+	"github.com/serialcbd/serialcbd/serialcb/jsontext"
 )
 
 var _ dispatch.DeadLetterStore = (*Store)(nil)
@@ -170,56 +170,14 @@ func appendLine(dst []byte, failedAt time.Time, sink string, attempts int, errTe
 	dst = append(dst, `{"failed_at":"`...)
 	dst = failedAt.UTC().AppendFormat(dst, time.RFC3339Nano)
 	dst = append(dst, `","sink":`...)
-	dst = appendString(dst, sink)
+	dst = jsontext.AppendString(dst, sink)
 	dst = append(dst, `,"attempts":`...)
 	dst = strconv.AppendInt(dst, int64(attempts), 10)
 	dst = append(dst, `,"error":`...)
-	dst = appendString(dst, errText)
+	dst = jsontext.AppendString(dst, errText)
 	dst = append(dst, `,"frame":`...)
 	dst = dispatch.AppendJSON(dst, f)
 	return append(dst, '}')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string, as encoding/json would without
-// HTML escaping: control characters, quote, backslash, U+2028 and U+2029
-// escaped; invalid UTF-8 becomes U+FFFD.
-func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c >= 0x20 && c != '"' && c != '\\':
-				dst = append(dst, c)
-			case c == '"' || c == '\\':
-				dst = append(dst, '\\', c)
-			case c == '\n':
-				dst = append(dst, '\\', 'n')
-			case c == '\r':
-				dst = append(dst, '\\', 'r')
-			case c == '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			dst = append(dst, `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			dst = append(dst, `\u202`...)
-			dst = append(dst, hexDigits[r&0xf])
-		default:
-			dst = append(dst, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(dst, '"')
 }
 
 // Letter is one dead letter read back from a file.

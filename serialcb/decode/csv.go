@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/serialcbd/serialcbd/serialcb/jsontext"
 )
 
 // csvDecoder names the columns of a delimited line.
@@ -101,7 +103,7 @@ func (d *csvDecoder) Append(dst, payload []byte) ([]byte, error) {
 		if d.numbers && isJSONNumber(col) {
 			dst = append(dst, col...)
 		} else {
-			dst = appendString(dst, col)
+			dst = jsontext.AppendString(dst, col)
 		}
 	}
 	return append(dst, '}'), nil

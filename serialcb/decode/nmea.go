@@ -2,6 +2,8 @@ package decode
 
 import (
 	"strconv"
+
+	"github.com/serialcbd/serialcbd/serialcb/jsontext"
 )
 
 // nmeaDecoder reads one NMEA 0183 sentence ($ or ! start). The checksum is
@@ -42,9 +44,9 @@ func (nmeaDecoder) Append(dst, payload []byte) ([]byte, error) {
 		talker, typ = addr[:1], addr[1:]
 	}
 	dst = append(dst, `{"talker":`...)
-	dst = appendString(dst, talker)
+	dst = jsontext.AppendString(dst, talker)
 	dst = append(dst, `,"type":`...)
-	dst = appendString(dst, typ)
+	dst = jsontext.AppendString(dst, typ)
 	dst = append(dst, `,"fields":[`...)
 	var f [maxNamed][]byte
 	n := 0
@@ -54,7 +56,7 @@ func (nmeaDecoder) Append(dst, payload []byte) ([]byte, error) {
 		if n > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendString(dst, field)
+		dst = jsontext.AppendString(dst, field)
 		if n < maxNamed {
 			f[n] = field
 		}
@@ -142,7 +144,7 @@ func appendText(dst []byte, key string, v []byte) []byte {
 		return dst
 	}
 	dst = append(dst, key...)
-	return appendString(dst, v)
+	return jsontext.AppendString(dst, v)
 }
 
 // appendStatus writes "status" and "valid" (status A) for A or V.

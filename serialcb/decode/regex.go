@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+
+	"github.com/serialcbd/serialcbd/serialcb/jsontext"
 )
 
 // regexDecoder writes the named groups of the first match as string fields.
@@ -56,7 +58,7 @@ func (d *regexDecoder) Append(dst, payload []byte) ([]byte, error) {
 		}
 		first = false
 		dst = append(dst, d.keys[k]...)
-		dst = appendString(dst, payload[s:e])
+		dst = jsontext.AppendString(dst, payload[s:e])
 	}
 	return append(dst, '}'), nil
 }
