@@ -19,8 +19,11 @@ import (
 
 // benchPipeline runs the whole daemon in-process on a virtual port: the
 // writer pushes b.N 64-byte lines into the device side as fast as the pty
-// takes them, and the clock stops when the last frame is acknowledged.
-func benchPipeline(b *testing.B, sinks ...configs.Sink) {
+// takes them, and the clock stops when the last frame is acknowledged and
+// every sink has written it. A stateDir routes the frames through each
+// sink's spool, as run does by default: a frame is then acknowledged once on
+// disk, and the sink reads it back from there.
+func benchPipeline(b *testing.B, stateDir string, sinks ...configs.Sink) {
 	pair, err := vport.Open()
 	if err != nil {
 		b.Fatal(err)
@@ -33,8 +36,9 @@ func benchPipeline(b *testing.B, sinks ...configs.Sink) {
 		sinks[i].Queue = b.N + 1
 	}
 	cfg := &configs.Config{
-		Ports: []configs.Port{{Name: "bench", Path: pair.Path(), Baud: 115200}},
-		Sinks: sinks,
+		StateDir: stateDir,
+		Ports:    []configs.Port{{Name: "bench", Path: pair.Path(), Baud: 115200}},
+		Sinks:    sinks,
 	}
 	if err := cfg.Validate(); err != nil {
 		b.Fatal(err)
@@ -62,7 +66,19 @@ func benchPipeline(b *testing.B, sinks ...configs.Sink) {
 			b.Fatal(err)
 		}
 	}
-	for st := d.disp.Stats(); st.Delivered+st.Failed < uint64(b.N); st = d.disp.Stats() {
+	sinksDone := func() bool {
+		st := d.disp.Stats()
+		if st.Delivered+st.Failed < uint64(b.N) {
+			return false
+		}
+		for _, s := range st.Sinks {
+			if s.Delivered+s.Failed+s.DeadLettered < uint64(b.N) {
+				return false
+			}
+		}
+		return true
+	}
+	for !sinksDone() {
 		time.Sleep(time.Millisecond)
 	}
 	b.StopTimer()
@@ -71,14 +87,20 @@ func benchPipeline(b *testing.B, sinks ...configs.Sink) {
 	if err := <-done; err != nil {
 		b.Fatal(err)
 	}
-	if st := d.disp.Stats(); st.Failed != 0 {
+	st := d.disp.Stats()
+	if st.Failed != 0 {
 		b.Fatalf("%d frames failed", st.Failed)
+	}
+	for _, s := range st.Sinks {
+		if stateDir != "" && s.Spooled == 0 && b.N > 0 {
+			b.Fatalf("sink %s: nothing went through the spool", s.Name)
+		}
 	}
 }
 
 func BenchmarkPipelineSQLite(b *testing.B) {
 	db := filepath.Join(b.TempDir(), "bench.db")
-	benchPipeline(b, configs.Sink{Name: "db", URL: "sqlite:" + db})
+	benchPipeline(b, "", configs.Sink{Name: "db", URL: "sqlite:" + db})
 }
 
 func BenchmarkPipelineHTTP(b *testing.B) {
@@ -87,7 +109,7 @@ func BenchmarkPipelineHTTP(b *testing.B) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer srv.Close()
-	benchPipeline(b, configs.Sink{Name: "api", URL: srv.URL + "/ingest", Concurrency: 32})
+	benchPipeline(b, "", configs.Sink{Name: "api", URL: srv.URL + "/ingest", Concurrency: 32})
 }
 
 func BenchmarkPipelineSQLiteAndHTTP(b *testing.B) {
@@ -97,5 +119,5 @@ func BenchmarkPipelineSQLiteAndHTTP(b *testing.B) {
 	}))
 	defer srv.Close()
 	db := filepath.Join(b.TempDir(), "bench.db")
-	benchPipeline(b, configs.Sink{Name: "db", URL: "sqlite:" + db}, configs.Sink{Name: "api", URL: fmt.Sprint(srv.URL, "/ingest"), Concurrency: 32})
+	benchPipeline(b, "", configs.Sink{Name: "db", URL: "sqlite:" + db}, configs.Sink{Name: "api", URL: fmt.Sprint(srv.URL, "/ingest"), Concurrency: 32})
 }
