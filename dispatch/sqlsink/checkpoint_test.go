@@ -29,6 +29,19 @@ func fileSize(t *testing.T, path string) int64 {
 // while the sink is open only through the checkpointer.
 func TestCheckpointerCopiesLog(t *testing.T) {
 	s, cfg := startTuned(t, 10*time.Millisecond, 0)
+	checkpointsWhileOpen(t, s, cfg)
+}
+
+// Past the row count the checkpoint does not wait for its period.
+func TestCheckpointerComesSoonerPastRows(t *testing.T) {
+	s, cfg := newSink(t, nil)
+	s.ckptEvery, s.ckptRows, s.dsn = time.Hour, 2000, dsn(cfg, 0)
+	startUntilEnd(t, s)
+	checkpointsWhileOpen(t, s, cfg)
+}
+
+func checkpointsWhileOpen(t *testing.T, s *Sink, cfg Config) {
+	t.Helper()
 	before := fileSize(t, cfg.Path)
 	all := frames(10_000)
 	for i := 0; i < len(all); i += 500 {

@@ -138,6 +138,7 @@ type Sink struct {
 	closed bool
 
 	ckptEvery time.Duration // see checkpointEvery; tests shrink it
+	ckptRows  int64         // see checkpointRows; tests shrink it
 
 	bufs sync.Pool // *writeBuf
 }
@@ -167,6 +168,7 @@ func New(cfg Config, log *zap.Logger) (*Sink, error) {
 		dsn:       dsn(cfg, walLimitPages),
 		sizes:     stmtSizes(chunkRows),
 		ckptEvery: checkpointEvery,
+		ckptRows:  checkpointRows,
 	}
 	s.bufs.New = func() any { return new(writeBuf) }
 	return s, nil
@@ -234,7 +236,7 @@ func (s *Sink) Start(ctx context.Context) error {
 		return errors.Join(fmt.Errorf("open sqlite database %q: %w", s.cfg.Path, err), db.Close())
 	}
 	ckptDB.SetMaxOpenConns(1)
-	s.ckpt = startCheckpointer(ckptDB, s.log, s.ckptEvery)
+	s.ckpt = startCheckpointer(ckptDB, s.log, s.ckptEvery, s.ckptRows)
 	s.db = db
 	s.log.Debug("sqlite sink started", zap.String("path", s.cfg.Path), zap.String("table", s.cfg.Table))
 	return nil
@@ -395,7 +397,7 @@ func (s *Sink) Write(ctx context.Context, batch []*serialcb.Frame) error {
 	if err := tx.Commit(); err != nil {
 		return classify(fmt.Errorf("sqlite sink: commit: %w", err))
 	}
-	ckpt.committed()
+	ckpt.committed(len(frames))
 	if errs != nil {
 		return &dispatch.BatchError{Errs: errs}
 	}
