@@ -116,7 +116,7 @@ func (l *lane) pumpSpooled() {
 			l.start(b)
 			continue
 		}
-		if l.reading || l.spoolEmpty || l.readRetry != nil || l.d.aborted || l.d.handover {
+		if l.reading || l.spoolEmpty || l.readRetry != nil || l.d.aborted || l.d.handover || l.holdRead() {
 			return
 		}
 		l.startRead()
@@ -129,10 +129,34 @@ type spoolRead struct {
 	cur    spool.Cursor
 }
 
+// holdRead reports whether the next Read waits for more frames to gather
+// in the spool: Linger is set, fewer than MaxBatch frames are unread, and
+// Linger has not passed since the first Read held back. Frames that trickle
+// in then go to the sink as one batch per Linger (one transaction, one
+// POST of NDJSON, one acknowledgement) instead of one each; they are on
+// disk meanwhile. A drain does not wait. On the loop.
+func (l *lane) holdRead() bool {
+	if l.opt.Linger <= 0 || l.lingerDue || l.d.draining {
+		return false
+	}
+	if l.sp.Stats().Unread >= uint64(l.opt.MaxBatch) {
+		return false
+	}
+	if l.lingerStop == nil {
+		l.lingerStop = l.d.loop.CallLater(l.opt.Linger, l.lingerFired)
+	}
+	return true
+}
+
 // startRead reads the next chunk of the spool on a worker (the loop does
 // no file I/O), one read at a time, so chunks come in spool order.
 func (l *lane) startRead() {
 	l.reading = true
+	l.lingerDue = false
+	if l.lingerStop != nil {
+		l.lingerStop()
+		l.lingerStop = nil
+	}
 	fut := asyncloop.Submit(l.d.loop, func(context.Context) (spoolRead, error) {
 		frames, cur, err := l.sp.Read(l.opt.MaxBatch)
 		if len(frames) > 0 {
