@@ -33,6 +33,7 @@ import (
 	"github.com/serialcbd/serialcbd/asyncloop"
 	"github.com/serialcbd/serialcbd/configs"
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/daemon"
 	"github.com/serialcbd/serialcbd/dispatch/httpsink"
 	"github.com/serialcbd/serialcbd/serialcb"
 	"github.com/serialcbd/serialcbd/serialcb/vport"
@@ -98,7 +99,7 @@ Exit status 1 when a frame is lost.`,
 			return runBench(ctx, g, fl)
 		},
 	}
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &daemon.UsageError{Err: err} })
 	f := cmd.Flags()
 	f.IntVar(&fl.frames, "frames", 100000, "frames to write (split between the ports)")
 	f.IntVar(&fl.size, "size", 64, fmt.Sprintf("bytes per frame, newline included (%d..%d)", minFrameSize, maxFrameSize))
@@ -600,7 +601,7 @@ func benchDaemon(ctx context.Context, fl benchFlags, sink configs.Sink, log *zap
 	if err := cfg.Validate(); err != nil {
 		return benchResult{}, usagef("--sink %q: %v", fl.sink, err)
 	}
-	d, err := build(cfg, newRegistry(), log)
+	d, err := daemon.New(cfg, log, daemon.Options{})
 	if err != nil {
 		return benchResult{}, err
 	}
@@ -609,9 +610,9 @@ func benchDaemon(ctx context.Context, fl benchFlags, sink configs.Sink, log *zap
 	onDone := acks.done
 
 	var res benchResult
-	err = d.runWith(ctx, func(f serialcb.Frame) {
+	err = d.RunWith(ctx, func(f serialcb.Frame) {
 		acks.stamp(f)
-		d.disp.Submit(f).AddDoneCallback(onDone)
+		d.Submit(f).AddDoneCallback(onDone)
 	}, func(ctx context.Context) error {
 		m0 := readMeter()
 		start := time.Since(acks.base)
@@ -710,46 +711,6 @@ func (a *ackRecorder) wait(ctx context.Context, want int) {
 			return
 		}
 	}
-}
-
-// runWith is daemon.run's start and stop sequence with the caller's frame
-// callback and workload: start the loop and the dispatcher, open every
-// port, run work, then stop reading, drain and shut down.
-func (d *daemon) runWith(ctx context.Context, onFrame func(serialcb.Frame), work func(context.Context) error) (err error) {
-	d.loop.Start()
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = d.loop.Shutdown(sctx)
-		err = errors.Join(err, d.disp.Close())
-	}()
-	if err := d.disp.Start(ctx); err != nil {
-		return err
-	}
-	readCtx, stopReading := context.WithCancel(ctx)
-	defer stopReading()
-	var wg sync.WaitGroup
-	errs := make(chan error, len(d.readers))
-	for i, r := range d.readers {
-		wg.Go(func() { errs <- r.RunOpen(readCtx, onFrame) })
-		select {
-		case <-r.Opened():
-		case err := <-errs:
-			stopReading()
-			wg.Wait()
-			return fmt.Errorf("port %s: %w", d.ports[i].Name, err)
-		case <-ctx.Done():
-			stopReading()
-			wg.Wait()
-			return ctx.Err()
-		}
-	}
-	workErr := work(ctx)
-	stopReading()
-	wg.Wait()
-	dctx, cancel := context.WithTimeout(context.Background(), d.drainTimeout)
-	defer cancel()
-	return errors.Join(workErr, d.disp.Drain(dctx))
 }
 
 // histogram is a log-linear latency histogram in nanoseconds: exact below

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -25,7 +25,7 @@ func runFromFile(t *testing.T, file string) *running {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zap.InfoLevel)
-	d, err := build(cfg, newRegistry(), zap.New(core))
+	d, err := build(cfg, NewRegistry(), zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,8 +287,7 @@ func TestIntegrationReloadInvalid(t *testing.T) {
 func TestIntegrationReloadQuickModeIgnored(t *testing.T) {
 	one := openLink(t, filepath.Join(t.TempDir(), "one"))
 	out := filepath.Join(t.TempDir(), "out.jsonl")
-	q := quickFlags{ports: []string{"one=" + one.Path()}, baud: 115200, framing: "lines", sinks: []string{"file:" + out}}
-	cfg, err := q.quickConfig()
+	cfg, err := quickConfig(t, 115200, false, "file:"+out, "one="+one.Path()), error(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -21,15 +21,16 @@ import (
 	"github.com/serialcbd/serialcbd/serialcb/decode"
 )
 
-const defaultDrainTimeout = 10 * time.Second
+const DefaultDrainTimeout = 10 * time.Second
 
 // invalidLogEvery rate-limits the invalid-frame warning per port: the
 // first one is logged, then at most one line per interval with the count.
 const invalidLogEvery = 10 * time.Second
 
-// daemon is the whole pipeline built from a configuration: read loops →
-// event loop → dispatcher → sinks.
-type daemon struct {
+// Daemon is the whole pipeline built from a configuration: read loops →
+// event loop → dispatcher → sinks. New builds it without I/O; Run runs it
+// until its context ends, reloading on SIGHUP, and then drains it.
+type Daemon struct {
 	log          *zap.Logger
 	loop         *asyncloop.Loop
 	disp         *dispatch.Dispatcher
@@ -43,7 +44,7 @@ type daemon struct {
 
 	// reg builds the sinks of a reloaded config; load re-reads it on SIGHUP
 	// (nil in quick mode, where SIGHUP is ignored).
-	reg  *registry
+	reg  *Registry
 	load func() (*configs.Config, error)
 
 	// The fields above describe the pipeline build made; a reload replaces
@@ -149,21 +150,62 @@ func (c *portCheck) reject(log *zap.Logger, f *serialcb.Frame, err error) bool {
 
 // invalidFrames returns how many frames of port i (of the current
 // pipeline) failed validation.
-func (d *daemon) invalidFrames(i int) uint64 { return d.current().ports[i].check.Load().invalid.Load() }
+func (d *Daemon) invalidFrames(i int) uint64 { return d.current().ports[i].check.Load().invalid.Load() }
 
 // undecodedFrames returns how many frames of port i (of the current
 // pipeline) its decoder could not read; they were delivered without fields.
-func (d *daemon) undecodedFrames(i int) uint64 {
+func (d *Daemon) undecodedFrames(i int) uint64 {
 	return d.current().ports[i].check.Load().undecoded.Load()
 }
 
-// build turns a checked configuration into a daemon without any I/O, so
-// that `validate` can run it too. Its errors are configuration errors.
-func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error) {
-	d := &daemon{log: log, ports: cfg.Ports, drainTimeout: cfg.DrainTimeout, requirePorts: cfg.RequirePorts, reg: reg}
+// Options are the optional parts of a Daemon.
+type Options struct {
+	// Registry builds the sinks from their specs (default NewRegistry()).
+	Registry *Registry
+	// Load re-reads the configuration on SIGHUP; nil ignores SIGHUP (quick
+	// mode, where there is no file to re-read).
+	Load func() (*configs.Config, error)
+	// Ready is called once every port present at start is open; ports
+	// absent at start are not waited for.
+	Ready func()
+}
+
+// New turns a checked configuration into a Daemon without any I/O, so that
+// `validate` can use it too. Its errors are configuration errors
+// (*configs.Error or *UsageError). A Daemon that is not Run must be Closed.
+func New(cfg *configs.Config, log *zap.Logger, opts Options) (*Daemon, error) {
+	reg := opts.Registry
+	if reg == nil {
+		reg = NewRegistry()
+	}
+	d, err := build(cfg, reg, log)
+	if err != nil {
+		return nil, err
+	}
+	d.load, d.ready = opts.Load, opts.Ready
+	return d, nil
+}
+
+// Close releases the sinks of a Daemon that was built but not Run (Run
+// closes them itself).
+func (d *Daemon) Close() error { return d.current().disp.Close() }
+
+// Stats returns the current pipeline's delivery counters.
+func (d *Daemon) Stats() dispatch.Stats { return d.current().disp.Stats() }
+
+// Submit hands a frame to the current pipeline's dispatcher, bypassing
+// the ports' validation and decoding; safe from any goroutine. RunWith's
+// frame callbacks use it.
+func (d *Daemon) Submit(f serialcb.Frame) *asyncloop.Future[dispatch.Receipt] {
+	return d.current().disp.Submit(f)
+}
+
+// build is New with an explicit registry.
+func build(cfg *configs.Config, reg *Registry, log *zap.Logger) (*Daemon, error) {
+	d := &Daemon{log: log, ports: cfg.Ports, drainTimeout: cfg.DrainTimeout, requirePorts: cfg.RequirePorts, reg: reg}
 	var checks []*portCheck
 	if d.drainTimeout == 0 {
-		d.drainTimeout = defaultDrainTimeout
+		d.drainTimeout = DefaultDrainTimeout
 	}
 	for i := range cfg.Ports {
 		pc, err := portConfig(cfg, i)
@@ -195,7 +237,7 @@ func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error)
 				closeTargets(append(targets, t))
 				return nil, cfg.Errorf("spool", "%v", err)
 			}
-			t.Options.OpenSpool = spoolOpener(so, deadLetterPath(cfg.StateDir, t.Name), t.Name, log)
+			t.Options.OpenSpool = spoolOpener(so, DeadLetterPath(cfg.StateDir, t.Name), t.Name, log)
 		}
 		targets = append(targets, t)
 		inflight += max(t.Options.MaxInflight, 1)
@@ -224,7 +266,7 @@ func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error)
 	disp, err := dispatch.New(d.loop, dcfg, log)
 	if err != nil {
 		closeTargets(targets)
-		return nil, usagef("%v", err)
+		return nil, Usagef("%v", err)
 	}
 	d.disp = disp
 	d.cur = &generation{cfg: cfg, loop: d.loop, disp: disp}
@@ -243,7 +285,7 @@ func newPortCheck(cfg *configs.Config, i int) (*portCheck, error) {
 		dec, err := decode.Parse(p.Decode)
 		if err != nil {
 			if cfg.File() == "" {
-				return nil, usagef("--decode: %v", err)
+				return nil, Usagef("--decode: %v", err)
 			}
 			return nil, portErr(cfg, i, "decode", err)
 		}
@@ -352,7 +394,7 @@ func portConfig(cfg *configs.Config, i int) (serialcb.PortConfig, error) {
 func portErr(cfg *configs.Config, i int, key string, err error) error {
 	if cfg.File() == "" {
 		flag := map[string]string{"framing": "--framing", "validate": "--validate", "": "--port"}[key]
-		return usagef("%s: %v", flag, err)
+		return Usagef("%s: %v", flag, err)
 	}
 	path := fmt.Sprintf("ports[%d]", i)
 	if key != "" {
@@ -361,7 +403,7 @@ func portErr(cfg *configs.Config, i int, key string, err error) error {
 	return cfg.Errorf(path, "%v", err)
 }
 
-// run starts everything, reads until ctx ends, then drains: stop reading,
+// Run starts everything, reads until ctx ends, then drains: stop reading,
 // give in-flight frames until the drain deadline to reach their sinks, and
 // stop.
 //
@@ -373,7 +415,7 @@ func portErr(cfg *configs.Config, i int, key string, err error) error {
 // at start is open; /readyz stays unready until the missing ones open too.
 //
 // SIGHUP reloads the configuration (see reloader.reload) while run goes on.
-func (d *daemon) run(ctx context.Context) (err error) {
+func (d *Daemon) Run(ctx context.Context) (err error) {
 	st := d.current()
 	st.loop.Start()
 	var retiring sync.WaitGroup // pipelines replaced by a reload, draining
@@ -418,7 +460,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 			stopReading()
 			wg.Wait()
 			if errors.Is(p.err, serialcb.ErrPortNotFound) {
-				return usagef("port %s: %v (required by --require-ports or require_ports: true)", p.name, p.err)
+				return Usagef("port %s: %v (required by --require-ports or require_ports: true)", p.name, p.err)
 			}
 			return fmt.Errorf("port %s: %w", p.name, p.err)
 		case <-ctx.Done():
@@ -480,7 +522,7 @@ wait:
 
 // logInvalid reports port's invalid frames not logged yet because of the
 // rate limit. Call it once c is no longer used by the port's read loop.
-func (d *daemon) logInvalid(c *portCheck, port string) {
+func (d *Daemon) logInvalid(c *portCheck, port string) {
 	if c.pending > 0 {
 		d.log.Warn("invalid frames", zap.String("port", port), zap.Uint64("frames", c.pending),
 			zap.Uint64("total", c.invalid.Load()), zap.String("on_invalid", c.action))

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"fmt"
@@ -14,16 +14,16 @@ import (
 
 // spoolDir and deadLetterPath lay out a sink's state under the state
 // directory; `serialcbd spool` reads the same layout.
-func spoolDir(stateDir, sink string) string { return filepath.Join(stateDir, sink, "spool") }
+func SpoolDir(stateDir, sink string) string { return filepath.Join(stateDir, sink, "spool") }
 
-func deadLetterPath(stateDir, sink string) string {
+func DeadLetterPath(stateDir, sink string) string {
 	return filepath.Join(stateDir, sink, "dead.jsonl")
 }
 
 // spoolOptions turns the spool block into spool.Options for one sink. The
 // block was checked when the config was loaded.
 func spoolOptions(cfg *configs.Config, sink string) (spool.Options, error) {
-	o := spool.Options{Dir: spoolDir(cfg.StateDir, sink), SyncEvery: cfg.Spool.SyncEvery, MaxBytes: configs.DefaultSpoolMaxBytes}
+	o := spool.Options{Dir: SpoolDir(cfg.StateDir, sink), SyncEvery: cfg.Spool.SyncEvery, MaxBytes: configs.DefaultSpoolMaxBytes}
 	if cfg.Spool.MaxBytes != nil {
 		o.MaxBytes = int64(*cfg.Spool.MaxBytes)
 	}

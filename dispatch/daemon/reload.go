@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -81,13 +81,13 @@ func (p *portRun) retarget(disp *dispatch.Dispatcher, c *portCheck) {
 }
 
 // current returns the pipeline running now.
-func (d *daemon) current() *generation {
+func (d *Daemon) current() *generation {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.cur
 }
 
-func (d *daemon) setCurrent(p *generation) {
+func (d *Daemon) setCurrent(p *generation) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.cur = p
@@ -96,7 +96,7 @@ func (d *daemon) setCurrent(p *generation) {
 // startPort runs p's read loop on a goroutine of wg under a context of its
 // own. A read loop that ends while its context is live is a failure, sent
 // to failed if nothing is there yet.
-func (d *daemon) startPort(ctx context.Context, wg *sync.WaitGroup, p *portRun, failed chan<- error,
+func (d *Daemon) startPort(ctx context.Context, wg *sync.WaitGroup, p *portRun, failed chan<- error,
 	read func(ctx context.Context) error) {
 	pctx, cancel := context.WithCancel(ctx)
 	p.stop, p.done = cancel, make(chan struct{})
@@ -116,7 +116,7 @@ func (d *daemon) startPort(ctx context.Context, wg *sync.WaitGroup, p *portRun, 
 // reloader applies a SIGHUP to a running daemon. It lives on the goroutine
 // running daemon.run, which owns the read loops.
 type reloader struct {
-	d        *daemon
+	d        *Daemon
 	ctx      context.Context // the daemon's: sink starts
 	readCtx  context.Context // parent of every read loop
 	readers  *sync.WaitGroup // the read loops'
@@ -240,7 +240,7 @@ func (rl *reloader) reload() (loopChanged bool) {
 
 // retire drains an old pipeline's dispatcher, stops its loop and closes its
 // sinks: frames it was handed are delivered by the sinks they were routed to.
-func (d *daemon) retire(old *generation, handover bool) {
+func (d *Daemon) retire(old *generation, handover bool) {
 	dctx, cancel := context.WithTimeout(context.Background(), d.drainTimeout)
 	defer cancel()
 	drain := old.disp.Drain
