@@ -22,7 +22,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -492,7 +491,6 @@ func (s *Sink) dial(ctx context.Context, tlsCfg *tls.Config) (net.Conn, error) {
 // at debug level.
 func (s *Sink) run(ctx context.Context, client mqtt.Client, first chan<- error) {
 	defer close(s.done)
-	delay := minReconnectDelay
 	var downSince time.Time // start of the current outage; zero before the first connection
 	attempts := 0           // failed attempts in the current outage
 	for ctx.Err() == nil {
@@ -504,6 +502,7 @@ func (s *Sink) run(ctx context.Context, client mqtt.Client, first chan<- error) 
 		<-tok.Done() // bounded by the connect timeout
 		if err := tok.Error(); err != nil {
 			attempts++
+			delay := dispatch.Backoff(attempts, minReconnectDelay, maxReconnectDelay)
 			switch {
 			case first != nil:
 				s.log.Warn("MQTT broker unreachable at start; starting anyway: writes fail and are retried by the dispatcher while the sink keeps trying to connect",
@@ -514,14 +513,13 @@ func (s *Sink) run(ctx context.Context, client mqtt.Client, first chan<- error) 
 			case ctx.Err() == nil:
 				s.log.Debug("mqtt connect attempt failed", zap.Int("attempt", attempts), zap.Duration("next_in", delay), zap.Error(err))
 			}
-			t := time.NewTimer(delay/2 + rand.N(delay/2+1))
+			t := time.NewTimer(delay)
 			select {
 			case <-ctx.Done():
 				t.Stop()
 				return
 			case <-t.C:
 			}
-			delay = min(2*delay, maxReconnectDelay)
 			continue
 		}
 
@@ -535,7 +533,7 @@ func (s *Sink) run(ctx context.Context, client mqtt.Client, first chan<- error) 
 		default:
 			s.log.Info("MQTT broker reconnected", zap.Duration("outage", time.Since(downSince)), zap.Int("failed_attempts", attempts))
 		}
-		delay, attempts = minReconnectDelay, 0
+		attempts = 0
 
 		select {
 		case <-ctx.Done():

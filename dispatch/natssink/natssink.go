@@ -28,7 +28,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
@@ -434,11 +433,7 @@ func env(name, key string) (string, error) {
 // reconnectDelay is the wait before the attempts-th pass over the server
 // list: exponential from minReconnect to maxReconnect, jittered to [d/2, d].
 func reconnectDelay(attempts int) time.Duration {
-	d := maxReconnect
-	if attempts < 16 {
-		d = min(minReconnect<<attempts, maxReconnect)
-	}
-	return d/2 + rand.N(d/2+1)
+	return dispatch.Backoff(attempts+1, minReconnect, maxReconnect)
 }
 
 func (s *Sink) connected(nc *nats.Conn, what string) {
