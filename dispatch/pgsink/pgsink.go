@@ -30,6 +30,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/serialcbd/serialcbd/dispatch"
@@ -280,10 +281,11 @@ func (s *Sink) Start(ctx context.Context) error {
 	if s.pool != nil {
 		return nil
 	}
-	cc, err := pgx.ParseConfig(s.cfg.URL)
+	pc, err := pgxpool.ParseConfig(s.cfg.URL)
 	if err != nil {
 		return fmt.Errorf("postgres sink: url %s: %w", s.safeURL, err)
 	}
+	cc := pc.ConnConfig
 	if s.cfg.PasswordEnv != "" {
 		pw, ok := os.LookupEnv(s.cfg.PasswordEnv)
 		if !ok {
@@ -297,7 +299,11 @@ func (s *Sink) Start(ctx context.Context) error {
 	if cc.RuntimeParams["application_name"] == "" {
 		cc.RuntimeParams["application_name"] = DefaultApplicationName
 	}
-	s.pool = newPool(cc, s.cfg.MaxConns)
+	p, err := newPool(pc, s.cfg.MaxConns)
+	if err != nil {
+		return fmt.Errorf("postgres sink: %w", err)
+	}
+	s.pool = p
 
 	pctx, cancel := context.WithTimeout(ctx, cc.ConnectTimeout)
 	defer cancel()
