@@ -11,7 +11,8 @@
 //
 // Where things live:
 //
-//	daemon.go   New, Run, the ports' validation and decoding, routes
+//	daemon.go   New, Run, Close, Stats, Submit, routes
+//	ports.go    the ports: read settings, validation and decoding of frames
 //	sinks.go    Registry: sink specs (sqlite:, http://, postgres://, …) to sinks
 //	state.go    the state directory: SpoolDir, DeadLetterPath, spool options
 //	reload.go   SIGHUP: what a new configuration changes, and the handover

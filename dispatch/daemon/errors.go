@@ -7,6 +7,7 @@ import "fmt"
 // does for a *configs.Error.
 type UsageError struct{ Err error }
 
+// Error returns the mistake's message.
 func (e *UsageError) Error() string { return e.Err.Error() }
 
 // Unwrap returns the mistake.

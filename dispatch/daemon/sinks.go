@@ -66,10 +66,11 @@ func fixedLane[C any](o dispatch.Options) func(C) dispatch.Options {
 	return func(C) dispatch.Options { return o }
 }
 
-// registry maps sink specs to sink kinds. It is an explicit value built in
-// main, so tests can check that every documented scheme resolves.
+// Registry maps sink specs to sink kinds. It is an explicit value, so tests
+// can check that every documented scheme resolves.
 type Registry struct{ kinds []sinkKind }
 
+// NewRegistry returns the registry of every sink kind serialcbd knows.
 func NewRegistry() *Registry {
 	return &Registry{kinds: []sinkKind{
 		{

@@ -12,10 +12,15 @@ import (
 	"github.com/serialcbd/serialcbd/dispatch/spool"
 )
 
-// spoolDir and deadLetterPath lay out a sink's state under the state
-// directory; `serialcbd spool` reads the same layout.
+// SpoolDir and DeadLetterPath lay out a sink's state under the state
+// directory; `serialcbd spool` (package dispatch/spool/admin) reads the same
+// layout.
+//
+//	<state_dir>/<sink>/spool/      the sink's spool (LOCK held by the daemon)
+//	<state_dir>/<sink>/dead.jsonl  the sink's dead letters
 func SpoolDir(stateDir, sink string) string { return filepath.Join(stateDir, sink, "spool") }
 
+// DeadLetterPath is the sink's dead-letter file; see SpoolDir.
 func DeadLetterPath(stateDir, sink string) string {
 	return filepath.Join(stateDir, sink, "dead.jsonl")
 }

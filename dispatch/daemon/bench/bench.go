@@ -40,6 +40,7 @@ type Options struct {
 	Spool bool // store-and-forward through the on-disk spool, as `run` does
 }
 
+// Validate checks the options; its errors are *daemon.UsageError.
 func (fl Options) Validate() error {
 	switch {
 	case fl.Frames <= 0:
@@ -74,6 +75,8 @@ type Result struct {
 	LatencySamples uint64  `json:"latency_samples"`
 }
 
+// Latency is a path's latency percentiles in µs, from the write into the
+// port to the sink's acknowledgement (the read, for the raw path).
 type Latency struct {
 	P50  float64 `json:"p50"`
 	P99  float64 `json:"p99"`
@@ -81,6 +84,7 @@ type Latency struct {
 	Max  float64 `json:"max"`
 }
 
+// Report is a run's settings and both paths' results.
 type Report struct {
 	Frames     int     `json:"frames"`
 	Size       int     `json:"size"`
