@@ -189,21 +189,7 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-func validEnvName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '_', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
-		case '0' <= c && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
+func validEnvName(s string) bool { return sinkconf.IsName(s) }
 
 // maxInflight applies the QoS-dependent default of MaxInflight.
 func (c Config) maxInflight() int {

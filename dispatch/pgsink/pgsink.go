@@ -147,33 +147,10 @@ func splitTable(s string) (schema, table string, err error) {
 }
 
 func isIdent(s string) bool {
-	if s == "" || len(s) > maxIdentLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '_', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
-		case '0' <= c && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
+	return len(s) <= maxIdentLen && sinkconf.IsName(s)
 }
 
-func isEnvName(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '_', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
-		case '0' <= c && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return s != ""
-}
+func isEnvName(s string) bool { return sinkconf.IsName(s) }
 
 // redactValue shows at most the start of a value that may be a secret.
 func redactValue(s string) string {
