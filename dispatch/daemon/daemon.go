@@ -46,6 +46,9 @@ type Daemon struct {
 	// it, so run, /metrics and /readyz use current().
 	mu  sync.Mutex
 	cur *generation // guarded by mu
+
+	// reloads carries Reload's configurations to Run.
+	reloads chan reloadRequest
 }
 
 // Options are the optional parts of a Daemon.
@@ -92,7 +95,7 @@ func (d *Daemon) Submit(f serialcb.Frame) *asyncloop.Future[dispatch.Receipt] {
 
 // build is New with an explicit registry.
 func build(cfg *configs.Config, reg *Registry, log *zap.Logger) (*Daemon, error) {
-	d := &Daemon{log: log, ports: cfg.Ports, drainTimeout: cfg.DrainTimeout, requirePorts: cfg.RequirePorts, reg: reg}
+	d := &Daemon{log: log, ports: cfg.Ports, drainTimeout: cfg.DrainTimeout, requirePorts: cfg.RequirePorts, reg: reg, reloads: make(chan reloadRequest)}
 	var checks []*portCheck
 	if d.drainTimeout == 0 {
 		d.drainTimeout = DefaultDrainTimeout
@@ -308,6 +311,13 @@ wait:
 		case <-hup:
 			if rl.reload() {
 				stopWatchdog() // it pinged through the previous loop
+				stopWatchdog = d.startWatchdog()
+			}
+		case req := <-d.reloads:
+			changed, err := rl.applyNotified(req.cfg)
+			req.done <- err
+			if changed {
+				stopWatchdog()
 				stopWatchdog = d.startWatchdog()
 			}
 		}
