@@ -3,7 +3,6 @@ package dispatch
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -307,13 +306,7 @@ func (l *lane) giveUp(b *batch, idx []int, err error) {
 }
 
 func (l *lane) backoff(attempts int, err error) time.Duration {
-	p := l.opt.Retry
-	d := p.Initial
-	for i := 1; i < attempts && d < p.Max; i++ {
-		d *= 2
-	}
-	d = min(d, p.Max)
-	d = d/2 + rand.N(d/2+1) // jitter in [d/2, d] so that many ports do not retry in step
+	d := Backoff(attempts, l.opt.Retry.Initial, l.opt.Retry.Max)
 	if ra, ok := retryAfter(err); ok && ra > d {
 		d = min(ra, time.Hour)
 	}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -52,15 +51,9 @@ func (s *Spool) recover() error {
 	}
 	var ids []uint64
 	for _, e := range entries {
-		name := e.Name()
-		if !e.Type().IsRegular() || !strings.HasSuffix(name, segExt) {
-			continue
+		if id, ok := segmentID(e); ok {
+			ids = append(ids, id)
 		}
-		id, err := strconv.ParseUint(strings.TrimSuffix(name, segExt), 10, 64)
-		if err != nil {
-			continue
-		}
-		ids = append(ids, id)
 	}
 	slices.Sort(ids)
 	maxID := uint64(0)

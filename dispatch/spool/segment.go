@@ -167,58 +167,36 @@ func (s *Spool) removeSegments(gone []*segment) error {
 	return errors.Join(errs...)
 }
 
+// dropActive drops the frames of the active segment when it is the only
+// one and the disk is full: the segment is deleted first (a new one needs
+// the space), then a new one is started. Called under appendMu.
+func (s *Spool) dropActive(why string) bool {
+	freed, err := s.replaceActive("active segment to free the full disk", func(act *segment) bool {
+		return len(s.segs) == 1 && act.count != 0
+	})
+	if !freed {
+		return false
+	}
+	if err != nil {
+		return true // the next write retries the roll; dropOldest then accounts for act
+	}
+	return s.dropOldest(why)
+}
+
 // recycleAcked frees the space of a fully acknowledged active segment when
 // the disk is full: Ack never deletes the active segment, and on a full
 // disk a new one may not fit before the old one is gone. The file is closed
 // and removed first, then a new segment is started (with a higher id, so a
 // stale ack file can never cover new records). It reports whether it freed
 // anything; it runs at most once per active segment. Called under appendMu.
-// dropActive drops the frames of the active segment when it is the only
-// one and the disk is full: the segment is deleted first (a new one needs
-// the space), then a new one is started. Called under appendMu.
-func (s *Spool) dropActive(why string) bool {
-	s.mu.Lock()
-	act := s.segs[len(s.segs)-1]
-	if len(s.segs) != 1 || act.count == 0 {
-		s.mu.Unlock()
-		return false
-	}
-	if s.rf != nil && s.rfSeg == act.id {
-		s.rf.Close()
-		s.rf = nil
-	}
-	s.mu.Unlock()
-	s.broken = true // whatever happens next, write() must roll
-	s.wf.Close()
-	if err := os.Remove(s.path(act.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.log.Error("spool: remove active segment to free the full disk", zap.Error(err))
-		return false
-	}
-	if err := s.roll(); err != nil {
-		return true // the next write retries the roll; dropOldest then accounts for act
-	}
-	return s.dropOldest(why)
-}
-
 func (s *Spool) recycleAcked() bool {
-	s.mu.Lock()
-	act := s.segs[len(s.segs)-1]
-	if s.broken || act.count == 0 || s.ack.seg != act.id || s.ack.off < act.size {
-		s.mu.Unlock()
+	freed, err := s.replaceActive("acknowledged active segment", func(act *segment) bool {
+		return !s.broken && act.count != 0 && s.ack.seg == act.id && s.ack.off >= act.size
+	})
+	if !freed {
 		return false
 	}
-	if s.rf != nil && s.rfSeg == act.id {
-		s.rf.Close()
-		s.rf = nil
-	}
-	s.mu.Unlock()
-	s.broken = true // whatever happens next, write() must roll
-	s.wf.Close()
-	if err := os.Remove(s.path(act.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.log.Error("spool: remove acknowledged active segment", zap.Error(err))
-		return false
-	}
-	if err := s.roll(); err != nil {
+	if err != nil {
 		return true // the next write retries the roll, then reports
 	}
 	s.mu.Lock()
@@ -232,4 +210,29 @@ func (s *Spool) recycleAcked() bool {
 		s.log.Warn("spool: remove acknowledged segment", zap.Error(err))
 	}
 	return true
+}
+
+// replaceActive closes and deletes the active segment's file, when want
+// (called under mu) says so, and starts a new segment. It reports whether
+// the file is gone and the new segment's error (the next write retries the
+// roll). Called under appendMu.
+func (s *Spool) replaceActive(what string, want func(act *segment) bool) (freed bool, err error) {
+	s.mu.Lock()
+	act := s.segs[len(s.segs)-1]
+	if !want(act) {
+		s.mu.Unlock()
+		return false, nil
+	}
+	if s.rf != nil && s.rfSeg == act.id {
+		s.rf.Close()
+		s.rf = nil
+	}
+	s.mu.Unlock()
+	s.broken = true // whatever happens next, write() must roll
+	s.wf.Close()
+	if err := os.Remove(s.path(act.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Error("spool: remove "+what, zap.Error(err))
+		return false, nil
+	}
+	return true, s.roll()
 }
