@@ -30,8 +30,10 @@
 // 1, byte for byte as before fields existed.
 //
 // A Cursor is a (segment, offset) position. The ack file holds the last
-// acknowledged position (magic "scbdack1", segment, offset, CRC-32C); it is
-// replaced atomically (write temporary, fsync, rename, fsync directory).
+// acknowledged position (magic "scbdack1", segment, offset, CRC-32C). With
+// SyncBatch it is replaced atomically (write temporary, fsync, rename, fsync
+// directory); otherwise each Ack writes it in place (one write(2), no fsync)
+// and Close fsyncs it.
 // Segments are rolled at Options.SegmentSize; a segment is deleted once
 // every record in it is acknowledged (the active segment is kept until it
 // is rolled). Each Open starts a new segment, so records written after a
@@ -47,15 +49,21 @@
 //	SyncBatch    (default) nothing appended: Append returns after fsync.
 //	             Cost: one fsync per Append call (group commit), so batch.
 //	SyncInterval frames appended in the last SyncEvery (default 1 s)
-//	             before the cut; segments are fsynced when rolled.
+//	             before the cut; segments are fsynced when rolled. The
+//	             fsync comes SyncEvery after the first Append that follows
+//	             the previous one: at most one per SyncEvery, none while
+//	             idle (no timer runs).
 //	SyncNone     anything not yet written back by the kernel (typically
 //	             up to ~30 s on Linux: dirty_expire_centisecs); only Close
 //	             fsyncs.
 //
 // A frame is lost only if it is lost before being acknowledged: after a
 // restart, every frame after the last persisted ack is handed out again
-// (at-least-once; sinks dedupe by id). Under SyncNone the ack file is not
-// fsynced either, so a power cut may replay more; never less.
+// (at-least-once; sinks dedupe by id). Under SyncInterval and SyncNone the
+// ack file is not fsynced until Close (the kernel writes it back, within
+// 30 s by default on Linux), so a power cut may replay the frames
+// acknowledged in that time, or all the segments kept if it tore the
+// file; never less. A kill -9 replays no more than under SyncBatch.
 // Read only hands out frames whose Append has completed (with SyncBatch:
 // whose fsync has completed).
 //

@@ -203,10 +203,11 @@ func (s *Spool) materialize(views []frameView) []*serialcb.Frame {
 }
 
 // Ack records that every frame up to c has been delivered. Segments wholly
-// before c are deleted and c is persisted (written to a temporary file,
-// fsynced unless SyncNone, renamed over the ack file), so that after a
-// restart reading resumes at c. Acking a cursor at or before the current
-// ack position is a no-op.
+// before c are deleted and c is persisted, so that after a restart reading
+// resumes at c: with SyncBatch it is written to a temporary file, fsynced
+// and renamed over the ack file; otherwise it is written over the ack file
+// in place, one write(2) and no fsync (see writeAck). Acking a cursor at or
+// before the current ack position is a no-op.
 func (s *Spool) Ack(c Cursor) error {
 	s.ackMu.Lock()
 	defer s.ackMu.Unlock()
@@ -258,38 +259,69 @@ func (s *Spool) pruneAcked() []*segment {
 	return gone
 }
 
-// writeAck persists c atomically. Deleted segments need no extra care: a
-// stale ack naming a deleted segment makes recovery start at the oldest
-// segment left, which is at or before c.
+// writeAck persists c; called under ackMu. Deleted segments need no extra
+// care: a stale ack naming a deleted segment makes recovery start at the
+// oldest segment left, which is at or before c.
+//
+// With SyncBatch the ack file is replaced atomically and durably (write a
+// temporary file, fsync, rename, fsync the directory): two fsyncs and a
+// rename per Ack. Otherwise the 28-byte record is written over the ack file
+// in place: a kill -9 loses nothing (the write is in the page cache), and
+// the kernel writes it back within its dirty expiry (30 s by default on
+// Linux); Close fsyncs it. A power cut can therefore leave an older ack, or
+// (a write torn across sectors, which its CRC shows) none: the frames
+// after it are delivered again. That is redelivery, never loss: an ack
+// only ever covers delivered frames. Before, every Ack cost two fsyncs and
+// a rename under SyncInterval too: 376 fsyncs/s at 180 frames/s.
 func (s *Spool) writeAck(c Cursor) error {
 	b := make([]byte, 0, ackFileSize)
 	b = append(b, ackMagic...)
 	b = binary.LittleEndian.AppendUint64(b, c.seg)
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.off))
 	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	if s.opts.Sync != SyncBatch {
+		return s.overwriteAck(b)
+	}
 	tmp := filepath.Join(s.opts.Dir, ackTmpFile)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
 		return err
 	}
 	_, err = f.Write(b)
-	if err == nil && s.opts.Sync != SyncNone {
-		err = f.Sync()
+	if err == nil {
+		err = s.fsync(f)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
+		s.nRenames.Add(1)
 		err = os.Rename(tmp, filepath.Join(s.opts.Dir, ackFile))
 	}
 	if err != nil {
 		os.Remove(tmp)
 		return err
 	}
-	if s.opts.Sync != SyncNone {
-		return syncDir(s.opts.Dir)
+	return s.syncDir()
+}
+
+// overwriteAck writes the ack record b over the ack file in place, opening
+// it once (and cutting whatever an older version or damage left past the
+// record). Called under ackMu.
+func (s *Spool) overwriteAck(b []byte) error {
+	if s.ackf == nil {
+		f, err := os.OpenFile(filepath.Join(s.opts.Dir, ackFile), os.O_RDWR|os.O_CREATE, 0o640)
+		if err != nil {
+			return err
+		}
+		if err := f.Truncate(int64(len(b))); err != nil {
+			f.Close()
+			return err
+		}
+		s.ackf = f
 	}
-	return nil
+	_, err := s.ackf.WriteAt(b, 0)
+	return err
 }
 
 // readAck returns the persisted ack position; ok is false if the file is

@@ -80,6 +80,7 @@ func (s *Spool) recover() error {
 		}
 		if string(data[:min(len(data), len(segMagic))]) != segMagic {
 			rep.Damage = append(rep.Damage, Damage{Segment: name, Length: int64(len(data)), Reason: "no segment header", Action: "quarantined"})
+			s.nRenames.Add(1)
 			if err := os.Rename(p, p+".corrupt"); err != nil {
 				return fmt.Errorf("spool: quarantine segment: %w", err)
 			}
@@ -154,7 +155,7 @@ func (s *Spool) recover() error {
 		}
 	}
 	if s.opts.Sync != SyncNone {
-		if err := syncDir(dir); err != nil {
+		if err := s.syncDir(); err != nil {
 			return err
 		}
 	}

@@ -225,14 +225,22 @@ func TestCorruptionWhileRunning(t *testing.T) {
 	}
 }
 
-const childEnv = "SPOOL_TEST_KILL9_DIR"
+const (
+	childEnv     = "SPOOL_TEST_KILL9_DIR"
+	childSyncEnv = "SPOOL_TEST_KILL9_SYNC" // the child's Sync mode
+)
 
 // runChild is the body of the process TestKill9 kills: it appends batches of
 // 10 frames forever, printing "A <last seq>" after each Append returned, and
 // after every 5th batch reads and acks everything, printing "K <seq>" after
 // the Ack returned.
 func runChild(dir string) {
-	s, err := Open(Options{Dir: dir, SegmentSize: 4096}, nil)
+	mode, err := ParseSyncMode(os.Getenv(childSyncEnv))
+	if err != nil {
+		fmt.Println("E", err)
+		os.Exit(3)
+	}
+	s, err := Open(Options{Dir: dir, SegmentSize: 4096, Sync: mode}, nil)
 	if err != nil {
 		fmt.Println("E", err)
 		os.Exit(3)
@@ -264,15 +272,20 @@ func runChild(dir string) {
 // TestKill9 kills a real process (SIGKILL, no Close, no deferred code) while
 // it appends and acks, then reopens its spool: every frame whose Append
 // returned and that was not acknowledged comes back, in order, and delivery
-// resumes right after an acknowledged position.
+// resumes right after an acknowledged position. Under SyncInterval the ack
+// is written in place without an fsync: a kill -9 must not lose it either.
 func TestKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a child process")
 	}
-	for round := range 3 {
+	for round := range 6 {
+		mode := SyncBatch
+		if round >= 3 {
+			mode = SyncInterval
+		}
 		dir := t.TempDir()
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), childEnv+"="+dir)
+		cmd.Env = append(os.Environ(), childEnv+"="+dir, childSyncEnv+"="+mode.String())
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -282,7 +295,7 @@ func TestKill9(t *testing.T) {
 		}
 		sc := bufio.NewScanner(stdout)
 		lastA, lastK, lines := 0, 0, 0
-		killAt := 200 + 137*round
+		killAt := 200 + 137*(round%3)
 		for sc.Scan() {
 			f := strings.Fields(sc.Text())
 			if len(f) != 2 || f[0] == "E" {
@@ -331,7 +344,7 @@ func TestKill9(t *testing.T) {
 		if end := int(got[len(got)-1].Seq); end < lastA {
 			t.Fatalf("lost frames: appended up to %d, recovered up to %d", lastA, end)
 		}
-		t.Logf("round %d: appended ≥%d, acked ≥%d, recovered %d..%d", round, lastA, lastK, first, got[len(got)-1].Seq)
+		t.Logf("round %d (%v): appended ≥%d, acked ≥%d, recovered %d..%d", round, mode, lastA, lastK, first, got[len(got)-1].Seq)
 	}
 }
 

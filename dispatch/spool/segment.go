@@ -37,12 +37,12 @@ func (s *Spool) createSegment(id uint64) (*os.File, error) {
 		return nil, fmt.Errorf("spool: create segment: %w", err)
 	}
 	if s.opts.Sync != SyncNone {
-		if err := f.Sync(); err != nil {
+		if err := s.fsync(f); err != nil {
 			f.Close()
 			os.Remove(f.Name())
 			return nil, fmt.Errorf("spool: create segment: %w", err)
 		}
-		if err := syncDir(s.opts.Dir); err != nil {
+		if err := s.syncDir(); err != nil {
 			f.Close()
 			os.Remove(f.Name())
 			return nil, err
@@ -97,7 +97,7 @@ func (s *Spool) willRoll(n int64) bool {
 // roll seals the active segment and starts a new one. Called under appendMu.
 func (s *Spool) roll() error {
 	if s.opts.Sync != SyncNone && !s.broken {
-		if err := s.wf.Sync(); err != nil {
+		if err := s.fsync(s.wf); err != nil {
 			return fmt.Errorf("sync sealed segment: %w", err)
 		}
 	}

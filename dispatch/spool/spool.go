@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -81,6 +82,10 @@ type Stats struct {
 	WriteErrors uint64
 	// SyncErrors counts background fsync failures (SyncInterval).
 	SyncErrors uint64
+	// Syncs counts the fsync calls made since Open (segments, the ack
+	// file, the directory), Renames the files renamed: what the spool
+	// costs the disk, for benchmarks.
+	Syncs, Renames uint64
 }
 
 // Spool is an on-disk, append-only queue of frames for one consumer. Append
@@ -98,6 +103,9 @@ type Spool struct {
 	broken   bool  // the active file's tail could not be truncated after an error: roll
 
 	ackMu sync.Mutex // serialises Ack's file work
+	ackf  *os.File   // the ack file, overwritten in place (not SyncBatch); under ackMu
+
+	nSyncs, nRenames atomic.Uint64
 
 	mu    sync.Mutex
 	wf    *os.File // active segment; set under appendMu and mu
@@ -118,6 +126,7 @@ type Spool struct {
 	lastPort string
 
 	notify chan struct{}
+	kick   chan struct{} // SyncInterval: the segment became dirty; 1-buffered
 	stop   chan struct{}
 	done   chan struct{}
 }
@@ -171,6 +180,7 @@ func Open(opts Options, log *zap.Logger) (*Spool, error) {
 	}
 	if opts.Sync == SyncInterval {
 		s.stop, s.done = make(chan struct{}), make(chan struct{})
+		s.kick = make(chan struct{}, 1)
 		go s.syncLoop()
 	}
 	return s, nil
@@ -252,7 +262,7 @@ func (s *Spool) write(buf []byte, count uint64) error {
 	off := s.wsize
 	_, err := s.wf.WriteAt(buf, off)
 	if err == nil && s.opts.Sync == SyncBatch {
-		err = s.wf.Sync()
+		err = s.fsync(s.wf)
 	}
 	if err != nil {
 		// Cut back what may have reached the file. After a failed fsync
@@ -270,7 +280,10 @@ func (s *Spool) write(buf []byte, count uint64) error {
 	sg.size += int64(len(buf))
 	sg.count += count
 	s.bytes += int64(len(buf))
-	s.dirty = true
+	if !s.dirty {
+		s.dirty = true
+		s.kickSync()
+	}
 	s.mu.Unlock()
 	return nil
 }
@@ -286,12 +299,13 @@ func (s *Spool) Stats() Stats {
 	st.Unread = end - min(end, s.read.ord)
 	st.Bytes = s.bytes
 	st.Segments = len(s.segs)
+	st.Syncs, st.Renames = s.nSyncs.Load(), s.nRenames.Load()
 	return st
 }
 
 // Close stops the background fsync (SyncInterval), fsyncs the active
-// segment whatever the Sync policy, and releases the directory. It is
-// idempotent.
+// segment whatever the Sync policy (and the ack file unless SyncNone), and
+// releases the directory. It is idempotent.
 func (s *Spool) Close() error {
 	s.appendMu.Lock()
 	defer s.appendMu.Unlock()
@@ -310,9 +324,18 @@ func (s *Spool) Close() error {
 	}
 	var err error
 	if !s.broken {
-		if serr := s.wf.Sync(); serr != nil {
+		if serr := s.fsync(s.wf); serr != nil {
 			err = fmt.Errorf("spool: close: %w", serr)
 		}
+	}
+	if s.ackf != nil {
+		if s.opts.Sync != SyncNone {
+			if serr := s.fsync(s.ackf); serr != nil {
+				err = errors.Join(err, fmt.Errorf("spool: close: ack file: %w", serr))
+			}
+		}
+		s.ackf.Close()
+		s.ackf = nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

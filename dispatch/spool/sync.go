@@ -9,18 +9,52 @@ import (
 	"go.uber.org/zap"
 )
 
+// syncLoop fsyncs the active segment SyncEvery after the first write that
+// follows an fsync (write kicks it). While nothing is written it sleeps with
+// no timer armed, so an idle spool costs no wake-up; while frames flow it
+// fsyncs once per SyncEvery.
 func (s *Spool) syncLoop() {
 	defer close(s.done)
-	t := time.NewTicker(s.opts.SyncEvery)
-	defer t.Stop()
+	t := time.NewTimer(s.opts.SyncEvery)
+	t.Stop() // since Go 1.23 a stopped timer holds no stale tick
 	for {
 		select {
 		case <-s.stop:
 			return
-		case <-t.C:
-			s.syncNow()
+		case <-s.kick:
 		}
+		t.Reset(s.opts.SyncEvery)
+		select {
+		case <-s.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		s.syncNow()
 	}
+}
+
+// kickSync tells syncLoop that the segment became dirty. Called under mu.
+func (s *Spool) kickSync() {
+	if s.kick == nil {
+		return
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// fsync is f.Sync, counted in Stats.Syncs.
+func (s *Spool) fsync(f *os.File) error {
+	s.nSyncs.Add(1)
+	return f.Sync()
+}
+
+// syncDir fsyncs the spool's directory, counted in Stats.Syncs.
+func (s *Spool) syncDir() error {
+	s.nSyncs.Add(1)
+	return syncDir(s.opts.Dir)
 }
 
 // syncNow fsyncs the active segment if anything was written since the last
@@ -35,9 +69,12 @@ func (s *Spool) syncNow() {
 	s.dirty = false
 	f := s.wf
 	s.mu.Unlock()
-	if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+	if err := s.fsync(f); err != nil && !errors.Is(err, os.ErrClosed) {
 		s.mu.Lock()
-		s.dirty = true
+		if !s.dirty {
+			s.dirty = true
+			s.kickSync() // try again SyncEvery from now
+		}
 		s.stats.SyncErrors++
 		s.mu.Unlock()
 		s.log.Error("spool: background fsync failed; recent frames may not survive a power cut", zap.Error(err))
