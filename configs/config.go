@@ -416,6 +416,13 @@ func (c *Config) Pos(path string) int {
 	return 0
 }
 
+// Has reports whether the key at path (e.g. "sinks[0].batch.linger") is in
+// the file, to tell a value left at its default from one set to zero.
+func (c *Config) Has(path string) bool {
+	_, ok := c.lines[path]
+	return ok
+}
+
 // Errorf returns an *Error placed at the key path.
 func (c *Config) Errorf(path, format string, args ...any) error {
 	return &Error{File: c.file, Line: c.Pos(path), Key: path, Msg: fmt.Sprintf(format, args...)}

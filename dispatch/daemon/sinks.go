@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
@@ -167,6 +168,26 @@ func (r *Registry) usages() string {
 	return strings.Join(u, ", ")
 }
 
+// DefaultSpoolLinger is batch.linger's default for a sink that stores
+// frames (SQLite, PostgreSQL, files) behind a spool: its frames are on disk
+// within a millisecond, and the sink takes them at most once a second, in
+// one batch, when they trickle in. At 180 frames/s that is one transaction
+// (and one spool acknowledgement) a second instead of 180: the frames reach
+// the table up to 1 s later, which is what it costs. A full batch
+// (batch.max) goes at once. Network sinks (HTTP, MQTT, NATS) keep 0: their
+// receivers expect frames as they come.
+const DefaultSpoolLinger = time.Second
+
+// lingers reports whether a sink kind (by its config block) gets
+// DefaultSpoolLinger.
+func lingers(block string) bool {
+	switch block {
+	case "sqlite", "postgres", "file":
+		return true
+	}
+	return false
+}
+
 // target builds the dispatch target for config entry i. Errors point at the
 // config line (or at the --sink flag in quick mode).
 func (r *Registry) target(cfg *configs.Config, i int, log *zap.Logger) (dispatch.Target, error) {
@@ -208,6 +229,9 @@ func (r *Registry) target(cfg *configs.Config, i int, log *zap.Logger) (dispatch
 		opt.MaxBatch = s.Batch.Max
 	}
 	opt.Linger = s.Batch.Linger
+	if !cfg.Has(key+".batch.linger") && spooling(cfg) && lingers(kind.block) {
+		opt.Linger = DefaultSpoolLinger
+	}
 	if s.Concurrency > 0 {
 		opt.MaxInflight = s.Concurrency
 	}

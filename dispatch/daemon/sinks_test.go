@@ -3,6 +3,7 @@ package daemon
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -79,5 +80,35 @@ func TestHTTPFormatTypoNamesTheLine(t *testing.T) {
 	cfg = sinkConfig(t, "http://127.0.0.1:1/ingest", "    http:\n      timeout: 2s\n      format: ndjsn\n")
 	if _, err = NewRegistry().target(cfg, 0, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "sinks.yaml:9:") {
 		t.Errorf("block form: error %v, want it at line 9", err)
+	}
+}
+
+// Behind a spool, sinks that store frames take them at most once per
+// DefaultSpoolLinger when they trickle in; network sinks, a memory-only
+// pipeline and an explicit batch.linger keep what they had.
+func TestSpoolLingerDefault(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, url, extra string
+		want             time.Duration
+	}{
+		{"sqlite", "sqlite:" + dir + "/a.db", "", DefaultSpoolLinger},
+		{"file", "file:" + dir + "/a.jsonl", "", DefaultSpoolLinger},
+		{"http", "http://127.0.0.1:1/ingest", "", 0},
+		{"sqlite, linger 0", "sqlite:" + dir + "/b.db", "    batch:\n      linger: 0s\n", 0},
+		{"sqlite, linger 50ms", "sqlite:" + dir + "/c.db", "    batch:\n      linger: 50ms\n", 50 * time.Millisecond},
+		{"sqlite, no spool", "sqlite:" + dir + "/d.db", "spool:\n  enabled: false\n", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tgt, err := NewRegistry().target(sinkConfig(t, tt.url, tt.extra), 0, zap.NewNop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tgt.Sink.Close()
+			if tgt.Options.Linger != tt.want {
+				t.Fatalf("Linger %v, want %v", tgt.Options.Linger, tt.want)
+			}
+		})
 	}
 }
