@@ -343,6 +343,9 @@ func (d *Dispatcher) Stats() Stats {
 			st := sp.Stats()
 			ss.Spool = &st
 		}
+		if sc, ok := l.sink.(SyncCounter); ok {
+			ss.Syncs = sc.Syncs()
+		}
 		s.Sinks = append(s.Sinks, ss)
 	}
 	return s

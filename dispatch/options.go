@@ -173,4 +173,13 @@ type SinkStats struct {
 	SpoolFailing bool
 	// Latency counts delivered frames by read → acknowledged time.
 	Latency LatencyHistogram
+	// Syncs counts the fsyncs the sink itself made, for a sink that counts
+	// them (a SyncCounter: SQLite's checkpoints); the spool's are in Spool.
+	Syncs uint64
+}
+
+// SyncCounter is an optional interface of a Sink that counts the fsync
+// calls it makes, for benchmarks.
+type SyncCounter interface {
+	Syncs() uint64
 }

@@ -49,6 +49,9 @@ type Daemon struct {
 
 	// reloads carries Reload's configurations to Run.
 	reloads chan reloadRequest
+
+	// procs sets GOMAXPROCS from the frame rate (see procs.go).
+	procs *procGovernor
 }
 
 // Options are the optional parts of a Daemon.
@@ -95,7 +98,8 @@ func (d *Daemon) Submit(f serialcb.Frame) *asyncloop.Future[dispatch.Receipt] {
 
 // build is New with an explicit registry.
 func build(cfg *configs.Config, reg *Registry, log *zap.Logger) (*Daemon, error) {
-	d := &Daemon{log: log, ports: cfg.Ports, drainTimeout: cfg.DrainTimeout, requirePorts: cfg.RequirePorts, reg: reg, reloads: make(chan reloadRequest)}
+	d := &Daemon{log: log, ports: cfg.Ports, drainTimeout: cfg.DrainTimeout, requirePorts: cfg.RequirePorts, reg: reg,
+		reloads: make(chan reloadRequest), procs: newProcGovernor()}
 	var checks []*portCheck
 	if d.drainTimeout == 0 {
 		d.drainTimeout = DefaultDrainTimeout
@@ -164,7 +168,9 @@ func build(cfg *configs.Config, reg *Registry, log *zap.Logger) (*Daemon, error)
 	d.disp = disp
 	d.cur = &generation{cfg: cfg, loop: d.loop, disp: disp}
 	for i, r := range d.readers {
-		d.cur.ports = append(d.cur.ports, newPortRun(cfg.Ports[i], r, checks[i], disp, log))
+		pr := newPortRun(cfg.Ports[i], r, checks[i], disp, log)
+		pr.procs = d.procs
+		d.cur.ports = append(d.cur.ports, pr)
 	}
 	return d, nil
 }
@@ -244,6 +250,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	var retiring sync.WaitGroup // pipelines replaced by a reload, draining
 	defer func() {
 		// Reached on every path: after a drain, or after a failed start.
+		d.procs.restore()
 		retiring.Wait()
 		cur := d.current()
 		shutdownLoop(cur.loop)

@@ -47,6 +47,7 @@ type portRun struct {
 	cfg   configs.Port              // owned by the goroutine running daemon.run
 	// lastFrame is the UnixNano time of the last frame read; 0 before one.
 	lastFrame atomic.Int64
+	procs     *procGovernor // the daemon's; set before the port runs
 
 	stop context.CancelFunc // ends this port's read loop; set by startPort
 	done chan struct{}      // closed when the read loop returned; err is then set
@@ -63,6 +64,7 @@ func newPortRun(p configs.Port, r *serialcb.Reader, c *portCheck, disp *dispatch
 // current dispatcher. The lock is uncontended except during a reload.
 func (p *portRun) onFrame(f serialcb.Frame) {
 	p.lastFrame.Store(f.ReceivedAt.UnixNano())
+	p.procs.observe(f.ReceivedAt)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.check.Load().accept(p.log, &f) {
@@ -227,6 +229,7 @@ func (rl *reloader) apply(cfg *configs.Config) (loopChanged bool, err error) {
 		}
 		np := newPorts[i]
 		np.disp = next.disp // not running yet: no lock needed
+		np.procs = d.procs  // one governor per process
 		start = append(start, np)
 		next.ports = append(next.ports, np)
 	}

@@ -15,7 +15,15 @@ import (
 // port, run work, then stop reading, drain and shut down.
 func (d *Daemon) RunWith(ctx context.Context, onFrame func(serialcb.Frame), work func(context.Context) error) (err error) {
 	d.loop.Start()
+	if d.procs.max > 0 {
+		caller := onFrame
+		onFrame = func(f serialcb.Frame) {
+			d.procs.observe(f.ReceivedAt)
+			caller(f)
+		}
+	}
 	defer func() {
+		d.procs.restore()
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = d.loop.Shutdown(sctx)

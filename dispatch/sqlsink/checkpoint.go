@@ -52,12 +52,15 @@ type checkpointer struct {
 	every time.Duration
 	rows  int64 // checkpointRows; tests shrink it
 
+	syncs   atomic.Uint64 // fsyncs made by the checkpoints (two per checkpoint that copied pages)
 	pending atomic.Bool   // a checkpoint is scheduled; commits need not wake run
 	since   atomic.Int64  // rows committed since the last checkpoint began
 	kick    chan struct{} // the first commit after a checkpoint; buffered, never blocks
 	urgent  chan struct{} // since passed rows; buffered, never blocks
-	cancel  context.CancelFunc
-	done    chan struct{} // closed when run returns
+	// The previous checkpoint's log and backfilled frame counts; run only.
+	lastLog, lastDone int64
+	cancel            context.CancelFunc
+	done              chan struct{} // closed when run returns
 }
 
 func startCheckpointer(db *sql.DB, log *zap.Logger, every time.Duration, rows int64) *checkpointer {
@@ -122,7 +125,7 @@ func (c *checkpointer) run(ctx context.Context) {
 		default:
 		}
 		c.pending.Store(false)
-		_, err := c.db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
+		err := c.checkpoint(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -137,6 +140,23 @@ func (c *checkpointer) run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// checkpoint runs a PASSIVE checkpoint. With synchronous=NORMAL SQLite
+// fsyncs the log and then the database file when the checkpoint copies
+// anything (walCheckpoint), which it does when it backfills more frames
+// than the previous one or the log started over in between.
+func (c *checkpointer) checkpoint(ctx context.Context) error {
+	var busy, logFrames, done int64
+	err := c.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &done)
+	if err != nil {
+		return err
+	}
+	if done > 0 && (done > c.lastDone || logFrames < c.lastLog) {
+		c.syncs.Add(2)
+	}
+	c.lastLog, c.lastDone = logFrames, done
+	return nil
 }
 
 // stop ends the checkpointer and closes its connection; a checkpoint in

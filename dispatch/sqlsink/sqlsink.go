@@ -132,7 +132,10 @@ type Sink struct {
 	bufs sync.Pool // *writeBuf
 }
 
-var _ dispatch.Sink = (*Sink)(nil)
+var (
+	_ dispatch.Sink        = (*Sink)(nil)
+	_ dispatch.SyncCounter = (*Sink)(nil)
+)
 
 // writeBuf is the per-Write scratch space, pooled so a batch costs no
 // allocations beyond what database/sql needs.
@@ -500,6 +503,19 @@ func classify(err error) error {
 		return dispatch.Permanent(err)
 	}
 	return err
+}
+
+// Syncs counts the fsyncs of the checkpointer's checkpoints (two each: the
+// log, then the database file); commits make none under synchronous
+// normal. It implements dispatch.SyncCounter.
+func (s *Sink) Syncs() uint64 {
+	s.mu.Lock()
+	c := s.ckpt
+	s.mu.Unlock()
+	if c == nil {
+		return 0
+	}
+	return c.syncs.Load()
 }
 
 // Close checkpoints the write-ahead log into the database file (so the
