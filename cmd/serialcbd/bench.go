@@ -37,6 +37,8 @@ Exit status 1 when a frame is lost.`,
 		Example: `  serialcbd bench
   serialcbd bench --sink http --frames 50000
   serialcbd bench --sink http-ndjson
+  serialcbd bench --rate 180 --duration 20s
+  serialcbd bench --rate 10 --duration 30s --sink http
   serialcbd bench --rate 1000 --frames 10000
   serialcbd bench --ports 8 --json`,
 		Args: func(_ *cobra.Command, args []string) error {
@@ -46,6 +48,9 @@ Exit status 1 when a frame is lost.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if fl.Duration > 0 && !cmd.Flags().Changed("spool") {
+				fl.Spool = true // an open-loop run measures run's defaults
+			}
 			if fl.Batch == 0 {
 				fl.Batch = 64
 				if fl.Rate > 0 {
@@ -72,6 +77,7 @@ Exit status 1 when a frame is lost.`,
 	f.StringVar(&fl.Sink, "sink", "", `sink spec; "http" = an HTTP receiver in the process, "http-ndjson" = the same with NDJSON batches (default: SQLite in a temporary directory)`)
 	f.IntVar(&fl.Ports, "ports", 1, "virtual ports read in parallel")
 	f.BoolVar(&fl.JSON, "json", false, "print the results as JSON")
+	f.DurationVar(&fl.Duration, "duration", 0, "with --rate: write for this long (frames = rate × duration), with run's defaults (spool on unless --spool=false), and report CPU per frame without the writer, fsyncs and renames per second, and bytes written to disk per frame")
 	f.BoolVar(&fl.Spool, "spool", false, "store-and-forward through the on-disk spool, as `run` does by default (a frame then counts as taken once it is on disk: latency and frames/s are read → spooled; the sink empties the spool before the run ends)")
 	return cmd
 }

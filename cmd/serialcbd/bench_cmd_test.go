@@ -99,6 +99,26 @@ func TestBenchPortsSizesAndRate(t *testing.T) {
 	}
 }
 
+// An open-loop run of a given length measures run's defaults (the spool
+// on) with the writer in a process of its own (this test binary, started
+// again: see TestMain), and counts what it cost the disk. Under sync
+// interval an acknowledgement renames nothing.
+func TestBenchDuration(t *testing.T) {
+	rep := benchJSON(t, "--rate", "400", "--duration", "500ms")
+	checkBench(t, rep, 200)
+	if !rep.Spool || !rep.Serialcbd.WriterExcluded || !rep.Raw.WriterExcluded {
+		t.Errorf("spool %v, writer excluded %v/%v; want all true", rep.Spool, rep.Raw.WriterExcluded, rep.Serialcbd.WriterExcluded)
+	}
+	if s := rep.Serialcbd; s.CPUUsPerFrame <= 0 || s.RenamesPerS != 0 || rep.RecordBytes < rep.Size {
+		t.Errorf("CPU %v µs/frame, %v renames/s, record %d B", s.CPUUsPerFrame, s.RenamesPerS, rep.RecordBytes)
+	}
+	rep = benchJSON(t, "--rate", "400", "--duration", "250ms", "--spool=false")
+	checkBench(t, rep, 100)
+	if rep.Spool || rep.Serialcbd.FsyncsPerS != 0 {
+		t.Errorf("--spool=false: spool %v, %v fsyncs/s", rep.Spool, rep.Serialcbd.FsyncsPerS)
+	}
+}
+
 func TestBenchTable(t *testing.T) {
 	code, stdout, stderr := runBenchCmd(t, "--frames", "500")
 	if code != exitOK {
@@ -123,6 +143,7 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"--rate", "-1"},
 		{"--batch", "-1"},
 		{"--ports", "0"},
+		{"--duration", "1s"},
 		{"--sink", "ftp://x", "--frames", "10"},
 		{"extra-arg"},
 	} {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/serialcbd/serialcbd/configs"
 	"github.com/serialcbd/serialcbd/dispatch/daemon"
+	"github.com/serialcbd/serialcbd/dispatch/daemon/bench"
 )
 
 // Exit codes, part of the user-facing contract.
@@ -20,6 +21,9 @@ const (
 )
 
 func main() {
+	if bench.IsWriter() { // `serialcbd bench` started this process as its device
+		os.Exit(bench.WriterMain())
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

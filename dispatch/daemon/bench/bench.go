@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,7 +14,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/serialcbd/serialcbd/dispatch"
 	"github.com/serialcbd/serialcbd/dispatch/daemon"
+	"github.com/serialcbd/serialcbd/serialcb"
 )
 
 // Each frame starts with its send time: nanoseconds since the run's start on
@@ -38,11 +41,16 @@ type Options struct {
 	Sink  string
 	JSON  bool // print the report as JSON instead of a table
 	Spool bool // store-and-forward through the on-disk spool, as `run` does
+	// Duration, with Rate, sets Frames to Rate × Duration (an open-loop run
+	// of that length).
+	Duration time.Duration
 }
 
 // Validate checks the options; its errors are *daemon.UsageError.
 func (fl Options) Validate() error {
 	switch {
+	case fl.Duration < 0 || fl.Duration > 0 && fl.Rate <= 0:
+		return daemon.Usagef("--duration needs --rate: it runs open loop at that rate for that long")
 	case fl.Frames <= 0:
 		return daemon.Usagef("--frames must be positive")
 	case fl.Size < MinFrameSize || fl.Size > MaxFrameSize:
@@ -73,6 +81,20 @@ type Result struct {
 	AllocsPerFrame float64 `json:"allocs_per_frame"`
 	BytesPerFrame  float64 `json:"alloc_bytes_per_frame"`
 	LatencySamples uint64  `json:"latency_samples"`
+	// CPUUsPerFrame is the process's CPU time (user + system) per frame
+	// sent, in µs, without the writers' threads when WriterExcluded (an
+	// open-loop run), else with them.
+	CPUUsPerFrame  float64 `json:"cpu_us_per_frame"`
+	WriterExcluded bool    `json:"writer_excluded"`
+	// DiskBytesPerFrame is /proc/self/io write_bytes per frame: the page
+	// cache the phase dirtied (spool, database, log), counted once per page
+	// until written back.
+	DiskBytesPerFrame float64 `json:"disk_bytes_per_frame"`
+	// FsyncsPerS and RenamesPerS count the fsync/fdatasync calls and the
+	// renames of the spool and of the sink (SQLite's checkpoints), per
+	// second of the measured window.
+	FsyncsPerS  float64 `json:"fsyncs_per_s"`
+	RenamesPerS float64 `json:"renames_per_s"`
 }
 
 // Latency is a path's latency percentiles in µs, from the write into the
@@ -93,9 +115,13 @@ type Report struct {
 	Ports      int     `json:"ports"`
 	Sink       string  `json:"sink"`
 	GOMAXPROCS int     `json:"gomaxprocs"`
-	Raw        Result  `json:"raw"`
-	Serialcbd  Result  `json:"serialcbd"`
-	PeakRSSKiB int64   `json:"peak_rss_kib"`
+	Spool      bool    `json:"spool"`
+	// RecordBytes is the frame record's size as the JSON Lines and HTTP
+	// sinks write it, the yardstick of DiskBytesPerFrame.
+	RecordBytes int    `json:"record_bytes"`
+	Raw         Result `json:"raw"`
+	Serialcbd   Result `json:"serialcbd"`
+	PeakRSSKiB  int64  `json:"peak_rss_kib"`
 	// Serialcbd's throughput as a percentage of the raw path's, and its p99
 	// minus the raw path's p99.
 	ThroughputPctOfRaw float64 `json:"throughput_pct_of_raw"`
@@ -106,6 +132,9 @@ type Report struct {
 // report to w (a table, or JSON with fl.JSON) and fails when a frame was
 // lost. log is the pipeline's logger.
 func Run(ctx context.Context, w io.Writer, fl Options, log *zap.Logger) error {
+	if fl.Duration > 0 && fl.Rate > 0 {
+		fl.Frames = max(int(math.Round(fl.Rate*fl.Duration.Seconds())), fl.Ports)
+	}
 	if err := fl.Validate(); err != nil {
 		return err
 	}
@@ -116,10 +145,14 @@ func Run(ctx context.Context, w io.Writer, fl Options, log *zap.Logger) error {
 	defer cleanup()
 
 	rep := Report{Frames: fl.Frames, Size: fl.Size, Rate: fl.Rate, Batch: fl.Batch, Ports: fl.Ports,
-		Sink: label, GOMAXPROCS: runtime.GOMAXPROCS(0)}
+		Sink: label, GOMAXPROCS: runtime.GOMAXPROCS(0), Spool: fl.Spool, RecordBytes: recordBytes(fl)}
 	if !fl.JSON {
-		fmt.Fprintf(w, "serialcbd bench: %d frames of %d B, %s, %d per write, %d port(s), sink %s\n",
-			fl.Frames, fl.Size, rateText(fl.Rate), fl.Batch, fl.Ports, label)
+		spool := "memory only"
+		if fl.Spool {
+			spool = "spool on"
+		}
+		fmt.Fprintf(w, "serialcbd bench: %d frames of %d B, %s, %d per write, %d port(s), sink %s, %s\n",
+			fl.Frames, fl.Size, rateText(fl.Rate), fl.Batch, fl.Ports, label, spool)
 	}
 	rep.Raw, err = runRaw(ctx, fl)
 	if err != nil {
@@ -152,6 +185,15 @@ func Run(ctx context.Context, w io.Writer, fl Options, log *zap.Logger) error {
 		return fmt.Errorf("bench: the raw port path lost %d of %d frames", rep.Raw.Lost, rep.Raw.Sent)
 	}
 	return nil
+}
+
+// recordBytes is the size of the JSON record of a frame of the run (a
+// timestamp and x's, as the writers send).
+func recordBytes(fl Options) int {
+	var ids serialcb.IDGen
+	f := serialcb.Frame{ID: ids.New(time.Now()), Port: "bench0", Seq: uint64(fl.Frames),
+		ReceivedAt: time.Now(), Payload: bytes.Repeat([]byte{'x'}, fl.Size-1)}
+	return len(dispatch.AppendJSON(nil, &f))
 }
 
 func rateText(r float64) string {
@@ -189,6 +231,21 @@ func printBench(w io.Writer, r *Report) error {
 		row(l.name, fmt.Sprintf("%.0f µs", l.a), fmt.Sprintf("%.0f µs", l.b), diff(l.b, l.a))
 	}
 	row("CPU s / 1,000 frames", fmt.Sprintf("%.5f", raw.CPUSPer1kFrame), fmt.Sprintf("%.5f", s.CPUSPer1kFrame), "")
+	cpuName := "CPU µs / frame"
+	if s.WriterExcluded {
+		cpuName = "CPU µs / frame, writer excluded"
+	}
+	times := func(a, b float64) string {
+		if b == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("×%.1f", a/b)
+	}
+	row(cpuName, fmt.Sprintf("%.1f", raw.CPUUsPerFrame), fmt.Sprintf("%.1f", s.CPUUsPerFrame), times(s.CPUUsPerFrame, raw.CPUUsPerFrame))
+	row("fsync+fdatasync / s", "", fmt.Sprintf("%.2f", s.FsyncsPerS), "")
+	row("renames / s", "", fmt.Sprintf("%.2f", s.RenamesPerS), "")
+	row("disk bytes / frame", fmt.Sprintf("%.0f", raw.DiskBytesPerFrame), fmt.Sprintf("%.0f", s.DiskBytesPerFrame),
+		fmt.Sprintf("%s of a %d B record", times(s.DiskBytesPerFrame, float64(r.RecordBytes)), r.RecordBytes))
 	row("allocs / frame", fmt.Sprintf("%.2f", raw.AllocsPerFrame), fmt.Sprintf("%.2f", s.AllocsPerFrame), "")
 	row("alloc bytes / frame", fmt.Sprintf("%.0f", raw.BytesPerFrame), fmt.Sprintf("%.0f", s.BytesPerFrame), "")
 	row("peak RSS (process)", "", fmt.Sprintf("%.1f MiB", float64(r.PeakRSSKiB)/1024), "")

@@ -21,11 +21,11 @@ import (
 // future (run on the event loop, one at a time) records the latency from the
 // frame's timestamp to the acknowledgement of every routed sink.
 func runPipeline(ctx context.Context, fl Options, sink configs.Sink, log *zap.Logger) (Result, error) {
-	pairs, err := openPairs(fl.Ports)
+	dev, err := openDevices(fl)
 	if err != nil {
 		return Result{}, err
 	}
-	defer closePairs(pairs)
+	defer dev.close()
 	cfg := &configs.Config{DrainTimeout: 10 * time.Second}
 	if fl.Spool {
 		dir, err := os.MkdirTemp("", "serialcbd-bench-state-")
@@ -35,8 +35,8 @@ func runPipeline(ctx context.Context, fl Options, sink configs.Sink, log *zap.Lo
 		defer os.RemoveAll(dir)
 		cfg.StateDir = dir
 	}
-	for i, p := range pairs {
-		cfg.Ports = append(cfg.Ports, configs.Port{Name: fmt.Sprintf("bench%d", i), Path: p.Path(), Baud: 115200})
+	for i, path := range dev.paths() {
+		cfg.Ports = append(cfg.Ports, configs.Port{Name: fmt.Sprintf("bench%d", i), Path: path, Baud: 115200})
 	}
 	cfg.Sinks = []configs.Sink{sink}
 	if err := cfg.Validate(); err != nil {
@@ -48,6 +48,9 @@ func runPipeline(ctx context.Context, fl Options, sink configs.Sink, log *zap.Lo
 	}
 	acks := newAckRecorder(fl)
 	acks.base = time.Now() // before any goroutine that reads it starts
+	if c, ok := dev.(*child); ok {
+		acks.base = c.baseTime()
+	}
 	onDone := acks.done
 
 	var res Result
@@ -55,22 +58,77 @@ func runPipeline(ctx context.Context, fl Options, sink configs.Sink, log *zap.Lo
 		acks.stamp(f)
 		d.Submit(f).AddDoneCallback(onDone)
 	}, func(ctx context.Context) error {
+		st0 := d.Stats()
 		m0 := readMeter()
 		start := time.Since(acks.base)
-		sent, werr := writeAll(ctx, pairs, fl, acks.base)
+		sent, werr := dev.write(ctx, acks.base)
 		res.Sent = sent
 		acks.wait(ctx, sent)
 		elapsed := time.Duration(acks.last.Load()) - start
 		if acks.completed.Load() < int64(sent) {
 			elapsed = time.Since(acks.base) - start
 		}
+		if fl.Spool && fl.Rate > 0 {
+			// Count the delivery of the last frames too: an open-loop
+			// run's cost is everything its frames caused.
+			waitDelivered(ctx, d)
+		}
 		m1 := readMeter()
+		st1 := d.Stats()
 		res.Delivered = int(acks.delivered.Load())
 		res.Failed = int(acks.failed.Load())
 		res.finish(fl, m0, m1, elapsed, &acks.hist)
+		syncs, renames := diskOps(st0, st1)
+		res.costs(m0, m1, dev, syncs, renames)
 		return werr
 	})
 	return res, err
+}
+
+// waitDelivered returns once every sink's spool is empty, ctx ends, or
+// nothing is delivered for benchStall. It polls (a benchmark may).
+func waitDelivered(ctx context.Context, d *daemon.Daemon) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	last, since := uint64(0), time.Now()
+	for {
+		left, delivered := uint64(0), uint64(0)
+		for _, s := range d.Stats().Sinks {
+			delivered += s.Delivered
+			if s.Spool != nil {
+				left += s.Spool.Frames
+			}
+		}
+		if left == 0 {
+			return
+		}
+		if delivered != last {
+			last, since = delivered, time.Now()
+		} else if time.Since(since) > benchStall {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// diskOps returns the fsyncs (spools and sinks) and renames (spools)
+// between two snapshots.
+func diskOps(a, b dispatch.Stats) (syncs, renames uint64) {
+	for i, s := range b.Sinks {
+		if i >= len(a.Sinks) {
+			break
+		}
+		syncs += s.Syncs - a.Sinks[i].Syncs
+		if s.Spool != nil && a.Sinks[i].Spool != nil {
+			syncs += s.Spool.Syncs - a.Sinks[i].Spool.Syncs
+			renames += s.Spool.Renames - a.Sinks[i].Spool.Renames
+		}
+	}
+	return syncs, renames
 }
 
 // ackRecorder keeps each in-flight frame's send time, indexed by port and

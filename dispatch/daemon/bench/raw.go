@@ -17,18 +17,23 @@ import (
 	"github.com/serialcbd/serialcbd/serialcb/vport"
 )
 
-// meter takes the process's CPU time and allocation counters around a phase.
+// meter takes the process's CPU time, allocation counters and bytes sent
+// to storage around a phase.
 type meter struct {
+	at      time.Time
 	cpu     time.Duration
 	mallocs uint64
 	bytes   uint64
+	disk    int64
+	diskOK  bool
 }
 
 func readMeter() meter {
-	var m meter
+	m := meter{at: time.Now()}
 	if cpu, _, err := rusage(); err == nil {
 		m.cpu = cpu
 	}
+	m.disk, m.diskOK = diskWrites()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	m.mallocs, m.bytes = ms.Mallocs, ms.TotalAlloc
@@ -52,7 +57,56 @@ func (r *Result) finish(fl Options, start, end meter, elapsed time.Duration, h *
 	r.Latency = Latency{P50: h.quantile(0.50), P99: h.quantile(0.99), P999: h.quantile(0.999), Max: us(h.max)}
 }
 
+// costs fills in what the phase cost per frame: CPU without the writers'
+// threads (when they were measured), bytes sent to storage, and fsyncs and
+// renames per second of the window from start to end.
+func (r *Result) costs(start, end meter, dev devices, syncs, renames uint64) {
+	if r.Sent == 0 {
+		return
+	}
+	n := float64(r.Sent)
+	cpu := end.cpu - start.cpu
+	r.WriterExcluded = dev.external()
+	if d, ok := dev.writers().total(); ok {
+		cpu -= d
+		r.WriterExcluded = true
+	}
+	r.CPUUsPerFrame = math.Round(cpu.Seconds()/n*1e7) / 10
+	if start.diskOK && end.diskOK {
+		r.DiskBytesPerFrame = math.Round(float64(end.disk-start.disk) / n)
+	}
+	if s := end.at.Sub(start.at).Seconds(); s > 0 {
+		r.FsyncsPerS = math.Round(float64(syncs)/s*100) / 100
+		r.RenamesPerS = math.Round(float64(renames)/s*100) / 100
+	}
+}
+
+// writerCPU adds up the CPU time of the writers' threads in an open-loop
+// run, where each writer locks its goroutine to a thread, so that a phase's
+// CPU can be told without them (the device's side). What the runtime spends
+// waking them (a few µs per write, on other threads) stays in.
+type writerCPU struct {
+	ns     atomic.Int64
+	failed atomic.Bool
+}
+
+func (w *writerCPU) total() (time.Duration, bool) {
+	if w == nil || w.failed.Load() {
+		return 0, false
+	}
+	return time.Duration(w.ns.Load()), true
+}
+
 func us(ns int64) float64 { return math.Round(float64(ns)/10) / 100 }
+
+// newWriterCPU returns a writerCPU for an open-loop run, nil at full speed
+// (where a writer locked to a thread would change what is measured).
+func newWriterCPU(fl Options) *writerCPU {
+	if fl.Rate <= 0 {
+		return nil
+	}
+	return &writerCPU{}
+}
 
 // share splits n frames between p ports.
 func share(n, p, i int) int {
@@ -86,12 +140,13 @@ func closePairs(pairs []*vport.Pair) {
 // benchRaw is the ceiling: the same writers, and per port a plain reader
 // that opens the port the way the read loop does, reads and counts lines.
 func runRaw(ctx context.Context, fl Options) (Result, error) {
-	pairs, err := openPairs(fl.Ports)
+	dev, err := openDevices(fl)
 	if err != nil {
 		return Result{}, err
 	}
-	defer closePairs(pairs)
-	ports := make([]serial.Port, len(pairs))
+	defer dev.close()
+	paths := dev.paths()
+	ports := make([]serial.Port, len(paths))
 	defer func() {
 		for _, p := range ports {
 			if p != nil {
@@ -99,8 +154,8 @@ func runRaw(ctx context.Context, fl Options) (Result, error) {
 			}
 		}
 	}()
-	for i, pr := range pairs {
-		if ports[i], err = serial.Open(pr.Path(), &serial.Mode{BaudRate: 115200}); err != nil {
+	for i, path := range paths {
+		if ports[i], err = serial.Open(path, &serial.Mode{BaudRate: 115200}); err != nil {
 			return Result{}, err
 		}
 	}
@@ -108,6 +163,9 @@ func runRaw(ctx context.Context, fl Options) (Result, error) {
 	counts := make([]int, fl.Ports)
 	var res Result
 	base := time.Now()
+	if c, ok := dev.(*child); ok {
+		base = c.baseTime()
+	}
 	m0 := readMeter()
 	var readers sync.WaitGroup
 	var lastRead atomic.Int64
@@ -122,7 +180,7 @@ func runRaw(ctx context.Context, fl Options) (Result, error) {
 			}
 		})
 	}
-	sent, werr := writeAll(ctx, pairs, fl, base)
+	sent, werr := dev.write(ctx, base)
 	res.Sent = sent
 	done := make(chan struct{})
 	go func() { readers.Wait(); close(done) }()
@@ -134,7 +192,7 @@ func runRaw(ctx context.Context, fl Options) (Result, error) {
 	for _, p := range ports {
 		_ = p.Close() // unblocks a reader still waiting for lost bytes
 	}
-	closePairs(pairs)
+	dev.unblock()
 	<-done
 	m1 := readMeter()
 	var h histogram
@@ -147,6 +205,7 @@ func runRaw(ctx context.Context, fl Options) (Result, error) {
 		elapsed = time.Duration(lastRead.Load())
 	}
 	res.finish(fl, m0, m1, elapsed, &h)
+	res.costs(m0, m1, dev, 0, 0)
 	return res, errors.Join(werr, ctx.Err())
 }
 
@@ -208,14 +267,23 @@ func parseTS(p []byte) int64 {
 }
 
 // writeAll runs one writer per port and returns the frames written.
-func writeAll(ctx context.Context, pairs []*vport.Pair, fl Options, base time.Time) (int, error) {
+func writeAll(ctx context.Context, pairs []*vport.Pair, fl Options, base time.Time, wcpu *writerCPU) (int, error) {
+	frames := make([]int, len(pairs))
+	for i := range pairs {
+		frames[i] = share(fl.Frames, len(pairs), i)
+	}
+	return writeEach(ctx, pairs, frames, fl.Size, fl.Batch, fl.Rate/float64(len(pairs)), base, wcpu)
+}
+
+// writeEach runs one writer per port, frames[i] frames into pairs[i] at
+// perPortRate, and returns the frames written.
+func writeEach(ctx context.Context, pairs []*vport.Pair, frames []int, size, batch int, perPortRate float64, base time.Time, wcpu *writerCPU) (int, error) {
 	var wg sync.WaitGroup
 	sent := make([]int, len(pairs))
 	errs := make([]error, len(pairs))
-	perPortRate := fl.Rate / float64(len(pairs))
 	for i, p := range pairs {
 		wg.Go(func() {
-			sent[i], errs[i] = writeFrames(ctx, p, share(fl.Frames, len(pairs), i), fl.Size, fl.Batch, perPortRate, base)
+			sent[i], errs[i] = writeFrames(ctx, p, frames[i], size, batch, perPortRate, base, wcpu)
 		})
 	}
 	wg.Wait()
@@ -230,7 +298,25 @@ func writeAll(ctx context.Context, pairs []*vport.Pair, fl Options, base time.Ti
 // each stamped just before its write. With rate > 0 the frames follow the
 // schedule frame i at i/rate seconds, checked on a ticker (no busy wait):
 // a tick that comes late writes every frame that became due.
-func writeFrames(ctx context.Context, w io.Writer, n, size, batch int, rate float64, base time.Time) (int, error) {
+//
+// With wcpu set, the writer locks itself to a thread and adds the thread's
+// CPU time to wcpu.
+func writeFrames(ctx context.Context, w io.Writer, n, size, batch int, rate float64, base time.Time, wcpu *writerCPU) (int, error) {
+	if wcpu != nil {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if t0, ok := threadCPU(); ok {
+			defer func() {
+				t1, ok := threadCPU()
+				if !ok {
+					wcpu.failed.Store(true)
+				}
+				wcpu.ns.Add(int64(t1 - t0))
+			}()
+		} else {
+			wcpu.failed.Store(true)
+		}
+	}
 	buf := make([]byte, batch*size)
 	for i := range buf {
 		buf[i] = 'x'

@@ -1,0 +1,246 @@
+#!/usr/bin/python3
+"""Cost per frame at the rates devices send, measured from outside, side by side.
+
+Each consumer reads the same open-loop stream of 64-byte lines through a socat
+pty pair, one after the other in the same session:
+
+    cat             a plain reader: the floor of the port path
+    serialcbd       `serialcbd run` (its defaults: spool on, sync interval)
+    python          ../shared/peers/py_asyncio_gateway.py, the asyncio gateway
+
+For each it prints the consumer's CPU per frame (user+sys from
+/proc/PID/stat, over a fixed number of frames, idle tail included), and with
+--strace the fsync/fdatasync and rename calls per second of the measured
+window (strace -f -c --seccomp-bpf: only those calls stop the process).
+--repeat N runs every consumer N times, interleaved, and prints the range.
+
+    scripts/realrate.py --bin ./serialcbd --rate 180 --seconds 20 --sink sqlite
+    scripts/realrate.py --bin ./serialcbd --rate 10 --seconds 30 --sink sqlite --repeat 3
+    scripts/realrate.py --bin ./serialcbd --rate 180 --sink http --strace
+
+Needs socat (and strace for --strace); the Python gateway needs Debian's
+python3-serial, python3-aiohttp and python3-aiosqlite (see its README).
+"""
+
+import argparse
+import http.server
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """Answers every POST with 204 and counts the lines it received."""
+
+    lines = 0
+    lock = threading.Lock()
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        n = max(1, body.count(b"\n")) if body.endswith(b"\n") else 1
+        with Receiver.lock:
+            Receiver.lines += n
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+Receiver.protocol_version = "HTTP/1.1"
+
+
+def start_receiver():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}/ingest"
+
+
+def wait_open(pid, path, timeout=10.0):
+    """Waits until process pid holds path open."""
+    target = os.path.realpath(path)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        return True
+                except OSError:
+                    pass
+        except FileNotFoundError:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def consumer_cmd(kind, args, app, work, url):
+    sink = url if args.sink.startswith("http") else "sqlite:" + os.path.join(work, "out.db")
+    if kind == "cat":
+        return ["cat", app], None
+    if kind.startswith("cmd:"):  # any reader: cmd:PROGRAM ARGS..., {port} is the port
+        return [a.replace("{port}", app) for a in kind[4:].split()], None
+    if kind == "serialcbd":
+        cmd = [args.bin, "run", "--port", "bench=" + app, "--baud", "115200", "--sink", sink,
+               "--state-dir", os.path.join(work, "state"), "--metrics-addr", "", "--log-level", "warn"]
+        if args.sink == "http-ndjson":
+            cfg = os.path.join(work, "config.yaml")
+            with open(cfg, "w") as f:
+                f.write(f"state_dir: {work}/state\nports:\n  - {{name: bench, path: {app}, baud: 115200}}\n"
+                        f"sinks:\n  - name: s\n    url: {url}\n    http: {{format: ndjson}}\n")
+            cmd = [args.bin, "run", "--config", cfg, "--metrics-addr", "", "--log-level", "warn"]
+        if not args.spool:
+            cmd.append("--spool=false")
+        return cmd, None
+    if kind == "python":
+        if args.sink == "http-ndjson":
+            return None, "the Python gateway posts one frame per request"
+        return ["/usr/bin/python3", args.peer, "--port", app, "--baud", "115200", "--sink", sink], None
+    raise ValueError(kind)
+
+
+def run_one(kind, args, url):
+    work = tempfile.mkdtemp(prefix="realrate-")
+    dev, app = os.path.join(work, "dev"), os.path.join(work, "app")
+    socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={dev}", f"pty,raw,echo=0,link={app}"],
+                             stderr=subprocess.DEVNULL)
+    proc = None
+    try:
+        for _ in range(200):
+            if os.path.exists(dev) and os.path.exists(app):
+                break
+            time.sleep(0.01)
+        cmd, skip = consumer_cmd(kind, args, app, work, url)
+        if skip:
+            return None, skip
+        trace = os.path.join(work, "strace.txt")
+        if args.strace:
+            cmd = ["strace", "-f", "-ttt", "--seccomp-bpf", "-o", trace, "-e",
+                   "trace=fsync,fdatasync,rename,renameat,renameat2"] + cmd
+        out = subprocess.DEVNULL if kind == "cat" else None
+        proc = subprocess.Popen(cmd, stdout=out)
+        pid = proc.pid
+        if args.strace:  # measure the traced program, not strace
+            for _ in range(200):
+                kids = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+                if kids:
+                    pid = int(kids[0])
+                    break
+                time.sleep(0.01)
+        if not wait_open(pid, app):
+            return None, f"{kind} did not open the port"
+        time.sleep(1.0)  # the Python gateway flushes the port after opening it
+        frames = int(args.rate * args.seconds)
+        line = b"x" * 63 + b"\n"
+        fd = os.open(dev, os.O_WRONLY | os.O_NOCTTY)
+        c0 = cpu_seconds(pid)
+        w0 = time.time()
+        t0 = time.monotonic()
+        for i in range(frames):
+            due = t0 + i / args.rate
+            d = due - time.monotonic()
+            if d > 0:
+                time.sleep(d)
+            os.write(fd, line)
+        os.close(fd)
+        time.sleep(args.settle)  # let batching windows and the fsync tick pass
+        c1 = cpu_seconds(pid)
+        w1 = time.time()
+        wall = time.monotonic() - t0
+        return {"cpu_us_per_frame": (c1 - c0) / frames * 1e6, "core_pct": 100 * (c1 - c0) / wall,
+                "frames": frames, "wall": wall, "trace": trace if args.strace else None,
+                "window": (w0, w1)}, None
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        socat.terminate()
+        socat.wait()
+        if proc is not None and args.strace and os.path.exists(os.path.join(work, "strace.txt")):
+            args._traces.setdefault(kind, []).append(os.path.join(work, "strace.txt"))
+            args._keep = True
+        if not args.strace:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def count_calls(path, w0, w1):
+    """Counts the traced calls that started inside [w0, w1] (epoch seconds)."""
+    syncs = renames = 0
+    for ln in open(path):
+        parts = ln.split(None, 2)  # pid, time, call
+        if len(parts) < 3 or not parts[1].replace(".", "").isdigit():
+            continue
+        if not w0 <= float(parts[1]) <= w1:
+            continue
+        call = parts[2].split("(", 1)[0]
+        if call in ("fsync", "fdatasync"):
+            syncs += 1
+        elif call.startswith("rename"):
+            renames += 1
+    return syncs, renames
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bin", default="serialcbd")
+    p.add_argument("--peer", default="../shared/peers/py_asyncio_gateway.py",
+                   help="the Python gateway (default: ../shared/peers/, from the repository's root)")
+    p.add_argument("--rate", type=float, default=180)
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--settle", type=float, default=2.0, help="idle seconds after the last frame, inside the window")
+    p.add_argument("--sink", default="sqlite", choices=["sqlite", "http", "http-ndjson"])
+    p.add_argument("--spool", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--only", default="cat,serialcbd,python")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--strace", action="store_true")
+    args = p.parse_args()
+    args._traces = {}
+    srv, url = start_receiver()
+    kinds = args.only.split(",")
+    results = {k: [] for k in kinds}
+    for r in range(args.repeat):
+        for k in kinds:
+            res, skip = run_one(k, args, url)
+            if skip:
+                print(f"{k}: skipped: {skip}", file=sys.stderr)
+                continue
+            results[k].append(res)
+            print(f"run {r + 1} {k:9s} {res['cpu_us_per_frame']:8.1f} µs/frame  {res['core_pct']:6.2f}% of a core",
+                  file=sys.stderr)
+    print(f"\n{args.rate:g} frames/s, {args.seconds:g} s, sink {args.sink}, spool {'on' if args.spool else 'off'}")
+    for k in kinds:
+        rs = results[k]
+        if not rs:
+            continue
+        v = sorted(x["cpu_us_per_frame"] for x in rs)
+        line = f"{k:9s} CPU/frame {v[0]:.0f}–{v[-1]:.0f} µs ({len(v)} runs)"
+        for t, res in zip(args._traces.get(k, []), rs):
+            w0, w1 = res["window"]
+            fs, rn = count_calls(t, w0, w1)
+            line += f"; fsync+fdatasync {fs / (w1 - w0):.2f}/s, renames {rn / (w1 - w0):.2f}/s"
+            shutil.rmtree(os.path.dirname(t), ignore_errors=True)
+        print(line)
+    srv.shutdown()
+
+
+if __name__ == "__main__":
+    main()
