@@ -272,6 +272,9 @@ type OpenError struct {
 	Kind OpenErrorKind
 	Err  error
 	Hint string
+	// PID is, with OpenBusy, the process holding the port's lock when
+	// known (from the device's flock or its UUCP lock file), else 0.
+	PID int
 }
 
 // Error reads "open serial port PATH: KIND: ERR; HINT".
@@ -317,15 +320,23 @@ func openPort(cfg PortConfig, listPorts bool) (serial.Port, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	// The advisory locks (lock_unix.go) first: a port another process
+	// holds is refused before opening it, even to root.
+	lock, err := lockPort(cfg.Path, uucpLockDir)
+	if err != nil {
+		return nil, err
+	}
 	port, err := serial.Open(cfg.Path, cfg.mode())
 	if err != nil {
+		lock.release()
 		return nil, classifyOpenError(cfg, err, listPorts)
 	}
 	if err := port.SetReadTimeout(serial.NoTimeout); err != nil {
 		port.Close()
+		lock.release()
 		return nil, &OpenError{Path: cfg.Path, Kind: OpenFailed, Err: err}
 	}
-	return port, nil
+	return &lockedPort{Port: port, lock: lock}, nil
 }
 
 func classifyOpenError(cfg PortConfig, err error, listPorts bool) *OpenError {
