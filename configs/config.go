@@ -480,6 +480,9 @@ func (c *Config) Validate() error {
 	if err := c.checkSpool(); err != nil {
 		return err
 	}
+	if err := c.checkMetricsAddr(); err != nil {
+		return err
+	}
 	if len(c.Ports) == 0 {
 		return c.Errorf("ports", "no ports: add at least one entry with name and path")
 	}
