@@ -3,18 +3,14 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/serialcbd/serialcbd/dispatch/daemon"
 )
 
 // TestHelpListsEverySinkAndFraming: the root's and run's --help name every
 // sink kind of the registry and every framing ParseFraming knows.
 func TestHelpListsEverySinkAndFraming(t *testing.T) {
-	var want []string
-	for _, k := range newRegistry().kinds {
-		for _, p := range k.prefixes {
-			want = append(want, p)
-		}
-	}
-	want = append(want, "lines:DELIM", "idle:", "fixed:", "len:", "stx-etx", "slip", "cobs", "regex:", ":flush=")
+	want := append(daemon.NewRegistry().Prefixes(), "lines:DELIM", "idle:", "fixed:", "len:", "stx-etx", "slip", "cobs", "regex:", ":flush=")
 	for _, args := range [][]string{{"--help"}, {"run", "--help"}} {
 		code, out, _ := runCLI(t, args...)
 		if code != 0 {
