@@ -58,12 +58,9 @@ func spoolOpener(opts spool.Options, deadPath, sink string, log *zap.Logger) fun
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w (the state directory must be writable; is another serialcbd using it?)", err)
 		}
+		// The spool has logged each damaged region at error level, with
+		// its file and what was lost.
 		rep := sp.Recovery()
-		for _, d := range rep.Damage {
-			log.Warn("spool damage found and repaired; the good records are kept",
-				zap.String("segment", d.Segment), zap.Int64("offset", d.Offset), zap.Int64("length", d.Length),
-				zap.String("reason", d.Reason), zap.String("action", d.Action))
-		}
 		if rep.Frames > 0 || len(rep.Damage) > 0 {
 			log.Info("spool recovered: delivering the frames a previous run left first",
 				zap.String("dir", opts.Dir), zap.Uint64("frames", rep.Frames), zap.Int("segments", rep.Segments),
