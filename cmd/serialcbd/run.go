@@ -73,7 +73,7 @@ regex:EXPR, json, hex, base64); a frame it cannot read is kept without.
 				return err
 			}
 			defer func() { _ = log.Sync() }()
-			ln, err := daemon.ListenMetrics(q.metricsAddr)
+			ln, err := daemon.ListenMetricsAt(daemon.MetricsAddr(cfg, q.metricsAddr, cmd.Flags().Changed("metrics-addr")))
 			if err != nil {
 				return err
 			}
@@ -109,7 +109,7 @@ regex:EXPR, json, hex, base64); a frame it cannot read is kept without.
 	f.BoolVar(&q.requirePorts, "require-ports", false, "exit 2 if a port is missing at start instead of waiting for it")
 	f.StringVar(&q.stateDir, "state-dir", configs.DefaultStateDir, "directory of the sinks' spools and dead letters (overrides state_dir)")
 	f.BoolVar(&q.spool, "spool", true, "store frames on disk until each sink has them (--spool=false: memory only; a crash loses frames in flight)")
-	f.StringVar(&q.metricsAddr, "metrics-addr", daemon.DefaultMetricsAddr, `HOST:PORT serving /metrics, /healthz and /readyz ("" disables; ":9464" for every interface)`)
+	f.StringVar(&q.metricsAddr, "metrics-addr", daemon.DefaultMetricsAddr, `HOST:PORT serving /metrics, /healthz and /readyz ("" disables; ":9464" for every interface); wins over metrics_addr`)
 	return cmd
 }
 
