@@ -69,7 +69,7 @@ func TestExitCodesAndMessages(t *testing.T) {
 		{"validate with config", []string{"run", "--config", "x.yaml", "--validate", "nmea"}, exitUsage, "", []string{"--validate cannot be combined with --config"}},
 		{"config with flags", []string{"run", "--config", "x.yaml", "--port", "/dev/x"}, exitUsage, "", []string{"--port cannot be combined with --config"}},
 		{"validate ok", []string{"validate", "--config", writeFile(t, "ok.yaml", validConfig)}, exitOK, "ok (1 ports, 2 sinks, 0 routes)", nil},
-		{"validate example", []string{"validate", "--config", "../../configs/example.yaml"}, exitOK, "ok (2 ports, 2 sinks, 2 routes)", nil},
+		{"validate example", []string{"validate", "--config", "../../configs/example.yaml"}, exitOK, "ok (3 ports, 2 sinks, 2 routes)", nil},
 		{"validate typo", []string{"validate", "--config", writeFile(t, "typo.yaml", strings.Replace(validConfig, "framing:", "framming:", 1))},
 			exitUsage, "", []string{"typo.yaml:4:", `unknown key "framming"`, `did you mean "framing"`}},
 		{"validate typo in sink block", []string{"validate", "--config", writeFile(t, "typo2.yaml", strings.Replace(validConfig, "timeout:", "timout:", 1))},
