@@ -299,9 +299,9 @@ func restartOnly(a, b *configs.Config) []string {
 // sameSerial reports whether a port can keep its Reader: every setting the
 // Reader uses is unchanged (validation is the callback's and switches live).
 func sameSerial(a, b configs.Port) bool {
-	a.Validate, a.OnInvalid = "", ""
-	b.Validate, b.OnInvalid = "", ""
-	return a == b
+	a.Validate, a.OnInvalid, a.Poll, a.Write = "", "", nil, nil
+	b.Validate, b.OnInvalid, b.Poll, b.Write = "", "", nil, nil
+	return reflect.DeepEqual(a, b)
 }
 
 // sameDelivery reports whether the old dispatcher, loop and sinks can serve
