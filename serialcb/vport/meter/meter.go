@@ -42,6 +42,7 @@ type Meter struct {
 	rw       io.ReadWriter
 	mu       sync.Mutex
 	received []byte
+	more     chan struct{} // closed and replaced when bytes arrive
 
 	requests, replies atomic.Uint64
 }
@@ -58,6 +59,28 @@ func (m *Meter) Received() []byte {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return bytes.Clone(m.received)
+}
+
+// WaitReceived waits until the bytes received so far satisfy ok, or ctx
+// ends; it reports whether ok held.
+func (m *Meter) WaitReceived(ctx context.Context, ok func(received []byte) bool) bool {
+	for {
+		m.mu.Lock()
+		if ok(m.received) {
+			m.mu.Unlock()
+			return true
+		}
+		if m.more == nil {
+			m.more = make(chan struct{})
+		}
+		more := m.more
+		m.mu.Unlock()
+		select {
+		case <-more:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // Send writes b to the line as the device, between its replies: an
@@ -92,6 +115,10 @@ func (m *Meter) Serve(ctx context.Context, rw io.ReadWriter) error {
 		chunk := buf[:n]
 		m.mu.Lock()
 		m.received = append(m.received, chunk...)
+		if m.more != nil {
+			close(m.more)
+			m.more = nil
+		}
 		m.mu.Unlock()
 		for len(chunk) >= 8 {
 			req := chunk[:8]
