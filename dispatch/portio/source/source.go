@@ -129,7 +129,7 @@ func (s *Source) startMQTT(u *url.URL) error {
 		scheme = "ssl://"
 	}
 	opts := mqtt.NewClientOptions().
-		AddBroker(scheme+u.Host).
+		AddBroker(scheme + u.Host).
 		SetClientID(fmt.Sprintf("serialcbd-write-%s-%d", s.cfg.Port, time.Now().UnixNano()%1e9)).
 		SetProtocolVersion(4).
 		SetCleanSession(true).
