@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -20,12 +21,16 @@ type HTTPPort struct {
 	Token string
 	// ExpectReply is the port's default for ?expect_reply.
 	ExpectReply bool
+	// HTTP is true when the port takes HTTP writes; a port the daemon
+	// reads that does not is answered 404 with "port_owned": true.
+	HTTP bool
 }
 
 // HTTPHandler serves POST /ports/NAME/write: the request body is written to
 // port NAME as is, and the response is the Outcome as JSON, once the bytes
 // are written (or the reply came, with ?expect_reply=true). lookup returns
-// the port, or false when NAME is unknown or does not take HTTP writes.
+// the port by its name or its device path, or false when the daemon has no
+// such port.
 //
 // Status codes: 200 written; 400 empty body or bad query; 401 missing or
 // wrong token; 404 unknown or non-writable port; 405 not POST; 409 port
@@ -35,11 +40,18 @@ type HTTPPort struct {
 // Outcome as its body.
 func HTTPHandler(lookup func(name string) (HTTPPort, bool)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		name, ok := strings.CutPrefix(r.URL.Path, "/ports/")
+		// NAME may be a path-escaped device path (%2Fdev%2FttyUSB0), which
+		// `serialcbd send --port PATH` uses.
+		name, ok := strings.CutPrefix(r.URL.EscapedPath(), "/ports/")
 		if ok {
 			name, ok = strings.CutSuffix(name, "/write")
 		}
-		if !ok || name == "" || strings.Contains(name, "/") {
+		if ok && !strings.Contains(name, "/") {
+			var err error
+			name, err = url.PathUnescape(name)
+			ok = err == nil
+		}
+		if !ok || name == "" {
 			http.NotFound(w, r)
 			return
 		}
@@ -49,8 +61,19 @@ func HTTPHandler(lookup func(name string) (HTTPPort, bool)) http.Handler {
 			return
 		}
 		hp, ok := lookup(name)
-		if !ok || hp.Port == nil || !hp.Port.cfg.Writable {
-			httpError(w, http.StatusNotFound, "no writable port named "+strconv.Quote(name)+" (a port takes HTTP writes with write: {http: true})")
+		if !ok {
+			httpError(w, http.StatusNotFound, "no port named "+strconv.Quote(name))
+			return
+		}
+		if hp.Port == nil || !hp.Port.cfg.Writable || !hp.HTTP {
+			// Owned tells `serialcbd send` not to open the port itself.
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			_ = json.NewEncoder(w).Encode(struct {
+				OK    bool   `json:"ok"`
+				Error string `json:"error"`
+				Owned bool   `json:"port_owned"`
+			}{false, "port " + strconv.Quote(name) + " does not take HTTP writes: give it write: {http: true} in the config", true})
 			return
 		}
 		if hp.Token != "" {

@@ -34,10 +34,10 @@ func post(t *testing.T, url, token string, body []byte) (int, portio.Outcome) {
 
 func TestHTTPWrites(t *testing.T) {
 	m := &meter.Meter{Delay: time.Millisecond}
-	g := newPtyRig(t, m, portio.Config{Writable: true, MaxBytes: 16, PerSecond: 3})
+	g := newPtyRig(t, m, portio.Config{Writable: true, MaxBytes: 16, PerSecond: 2})
 	g.p.Start(nil)
 	srv := httptest.NewServer(portio.HTTPHandler(func(name string) (portio.HTTPPort, bool) {
-		return portio.HTTPPort{Port: g.p, Token: "s3cret"}, name == "meter"
+		return portio.HTTPPort{Port: g.p, Token: "s3cret", HTTP: true}, name == "meter" || name == "/dev/meter"
 	}))
 	defer srv.Close()
 	url := srv.URL + "/ports/meter/write"
@@ -53,16 +53,17 @@ func TestHTTPWrites(t *testing.T) {
 	if code, _ := post(t, url, "wrong", payload); code != 401 {
 		t.Fatalf("wrong token: %d", code)
 	}
+	if code, o := post(t, srv.URL+"/ports/%2Fdev%2Fmeter/write", "s3cret", []byte("by path")); code != 200 || !o.OK {
+		t.Fatalf("by path: %d %+v", code, o)
+	}
 	if code, _ := post(t, srv.URL+"/ports/nope/write", "s3cret", payload); code != 404 {
 		t.Fatalf("unknown port: %d", code)
 	}
 	if code, o := post(t, url, "s3cret", make([]byte, 17)); code != 413 || o.OK || o.Error == "" {
 		t.Fatalf("17 bytes: %d %+v", code, o)
 	}
-	// The rate: 3 per second, 1 used (the oversize one was refused
-	// before the rate); the third now is over.
-	post(t, url, "s3cret", []byte("b"))
-	post(t, url, "s3cret", []byte("c"))
+	// The rate: 2 per second, both used (the oversize one was refused
+	// before the rate).
 	if code, _ := post(t, url, "s3cret", []byte("d")); code != 429 {
 		t.Fatalf("over the rate: %d", code)
 	}
@@ -85,7 +86,7 @@ func TestHTTPPortDown(t *testing.T) {
 	m := &meter.Meter{}
 	g := newPtyRig(t, m, portio.Config{Writable: true})
 	g.p.Start(nil)
-	srv := httptest.NewServer(portio.HTTPHandler(func(string) (portio.HTTPPort, bool) { return portio.HTTPPort{Port: g.p}, true }))
+	srv := httptest.NewServer(portio.HTTPHandler(func(string) (portio.HTTPPort, bool) { return portio.HTTPPort{Port: g.p, HTTP: true}, true }))
 	defer srv.Close()
 	g.pair.Close() // the device vanishes: the Reader loses the port
 	for {
