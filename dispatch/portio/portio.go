@@ -720,6 +720,15 @@ func (p *Port) Idle() <-chan struct{} { return p.idle }
 // Wait waits for the goroutine Start may have started; call it after Stop.
 func (p *Port) Wait() { p.startWG.Wait() }
 
+// Polls returns the Port's polls, as configured (defaults applied).
+func (p *Port) Polls() []Poll {
+	out := make([]Poll, len(p.polls))
+	for i, ps := range p.polls {
+		out[i] = ps.cfg
+	}
+	return out
+}
+
 // Stats returns the Port's counters. Safe from any goroutine.
 func (p *Port) Stats() Stats {
 	s := Stats{
