@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -113,7 +114,9 @@ func (tw *twoWay) port(name string) *portio.Port {
 // counted by its Port and stored as a dead letter (its request, the error
 // and the attempts), written by a worker since it is disk I/O.
 func (tw *twoWay) pollDone(loop *asyncloop.Loop, tp *twoWayPort, o portio.Outcome, err error) {
-	if err == nil || tp.deadPath == "" {
+	// A poll that failed for want of a port (down, stopping) is counted
+	// only: the Reader logs the port's outage.
+	if err == nil || tp.deadPath == "" || !errors.Is(err, portio.ErrReplyTimeout) && !errors.Is(err, portio.ErrInvalidReply) {
 		return
 	}
 	var send []byte
