@@ -286,7 +286,7 @@ func newTwoWayCollector(current func() *twoWay) *twoWayCollector {
 		pollReplies:    poll("replies_total", "Valid replies to poll requests."),
 		pollTimeouts:   poll("timeouts_total", "Poll attempts without a reply within reply_timeout."),
 		pollInvalid:    poll("invalid_replies_total", "Poll attempts whose reply failed validation."),
-		pollFailed:     poll("failed_total", "Polls that failed after their retries (stored as dead letters)."),
+		pollFailed:     poll("failed_total", "Polls that failed: no valid reply after the retries (stored as dead letters), or the port was down."),
 		pollSkipped:    poll("skipped_total", "Schedule ticks skipped because the previous request was still out."),
 		writes:         port("writes_total", "Writes to the port from brokers and HTTP, by result.", "result"),
 		writesRejected: port("writes_rejected_total", "Writes refused at once, by reason.", "reason"),
