@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -84,7 +84,7 @@ func buildTwoWay(cfg *configs.Config, loop *asyncloop.Loop, readers []*serialcb.
 			}
 		}
 		if cfg.StateDir != "" && len(pc.Poll) > 0 {
-			tp.deadPath = deadLetterPath(cfg.StateDir, "poll."+pc.Name)
+			tp.deadPath = DeadLetterPath(cfg.StateDir, "poll."+pc.Name)
 		}
 		c.OnPoll = func(o portio.Outcome, err error) { tw.pollDone(loop, tp, o, err) }
 		p, err := portio.New(loop, readers[i], c, log)
@@ -336,4 +336,24 @@ func (c *twoWayCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.midFrame, ws.WritesMidFrame, tp.name)
 		counter(c.unsolicited, s.Unsolicited, tp.name)
 	}
+}
+
+// ReaderStats returns the read counters of the current pipeline's port
+// called name; false when there is none.
+func (d *Daemon) ReaderStats(name string) (serialcb.ReaderStats, bool) {
+	for _, p := range d.current().ports {
+		if p.name == name {
+			return p.r.Stats(), true
+		}
+	}
+	return serialcb.ReaderStats{}, false
+}
+
+// PortIOStats returns the polling and write counters of the current
+// pipeline's port called name; false when it has neither polls nor writes.
+func (d *Daemon) PortIOStats(name string) (portio.Stats, bool) {
+	if p := d.current().tw.port(name); p != nil {
+		return p.Stats(), true
+	}
+	return portio.Stats{}, false
 }
