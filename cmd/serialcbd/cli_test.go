@@ -118,11 +118,18 @@ func TestDemo(t *testing.T) {
 	}
 	defer conn.Close()
 	var n, ids int
-	if err := conn.QueryRow(`SELECT count(*), count(DISTINCT id) FROM frames`).Scan(&n, &ids); err != nil {
+	if err := conn.QueryRow(`SELECT count(*), count(DISTINCT id) FROM frames WHERE port != 'meter'`).Scan(&n, &ids); err != nil {
 		t.Fatal(err)
 	}
 	if n != 1753 || ids != 1753 {
 		t.Errorf("%d rows, %d ids; want 1753", n, ids)
+	}
+	// The polled meter's replies are stored too, with their poll fields.
+	if err := conn.QueryRow(`SELECT count(*) FROM frames WHERE port = 'meter' AND fields LIKE '%"poll":"energy"%'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 || !strings.Contains(stdout, "polled meter/energy") {
+		t.Errorf("no polled replies stored (%d rows)", n)
 	}
 }
 
