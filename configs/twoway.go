@@ -185,6 +185,9 @@ func (c *Config) checkTwoWay() error {
 		if len(w.From) == 0 && !w.HTTP {
 			return c.Errorf(wk, "no source: list brokers in from, or set http: true")
 		}
+		if w.HTTP && c.MetricsAddr != nil && *c.MetricsAddr == "" {
+			return c.Errorf(wk+".http", "the write endpoint is served on the metrics listener, which metrics_addr: \"\" turns off: set metrics_addr (default 127.0.0.1:9464) or use from")
+		}
 		for j, f := range w.From {
 			if _, err := ParseWriteSource(f); err != nil {
 				return c.Errorf(fmt.Sprintf("%s.from[%d]", wk, j), "%v", err)

@@ -79,6 +79,7 @@ func TestTwoWayErrors(t *testing.T) {
 		{"too large", "max_bytes: 256", "max_bytes: 100000", []string{"t.yaml:20:", "write.max_bytes"}},
 		{"unknown write key", "per_second: 10", "per_sec: 10", []string{"t.yaml:21:", `unknown key "per_sec"`}},
 		{"no source", "      http: true\n", "", []string{"write.token_env", "only the HTTP endpoint"}},
+		{"http without listener", "sinks:", "metrics_addr: \"\"\nsinks:", []string{"write.http", "metrics listener"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
