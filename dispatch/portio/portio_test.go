@@ -424,3 +424,17 @@ func TestReplaceMidPoll(t *testing.T) {
 		}
 	})
 }
+
+// A frame while no reply is awaited costs the read loop a lock and no
+// allocation.
+func TestOnFrameUnsolicitedAllocatesNothing(t *testing.T) {
+	loop := asyncloop.New(asyncloop.Options{})
+	p, err := portio.New(loop, &fakeDev{}, portio.Config{Port: "x", Polls: []portio.Poll{energy}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &serialcb.Frame{ReceivedAt: time.Now(), Payload: []byte("unsolicited")}
+	if n := testing.AllocsPerRun(1000, func() { p.OnFrame(f, nil) }); n != 0 {
+		t.Fatalf("%v allocations per frame", n)
+	}
+}
