@@ -165,6 +165,9 @@ func sendBytes(path string, baud int, data []byte) (n int, err error) {
 		if errors.Is(err, serialcb.ErrPortNotFound) {
 			return 0, usagef("%v", err)
 		}
+		if errors.Is(err, serialcb.ErrPortBusy) {
+			return 0, fmt.Errorf("%w; if `serialcbd run` holds it, give that port write: {http: true} and send goes through the daemon (--daemon ADDR when it is not on 127.0.0.1:9464)", err)
+		}
 		return 0, err
 	}
 	defer func() {
