@@ -690,6 +690,10 @@ func (p *Port) Stop() {
 
 func (p *Port) stopOnLoop() {
 	p.stopped = true
+	if p.logPend != [2]uint64{} {
+		p.log.Warn("requests without a valid reply", zap.Uint64("timeouts", p.logPend[0]), zap.Uint64("invalid_replies", p.logPend[1]))
+		p.logPend = [2]uint64{}
+	}
 	for _, ps := range p.polls {
 		if ps.stop != nil {
 			ps.stop()
