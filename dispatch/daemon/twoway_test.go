@@ -301,7 +301,4 @@ sinks:
 			t.Errorf("dead letter %s lacks %s", line, want)
 		}
 	}
-	if m.Requests() < 4 {
-		t.Errorf("meter saw %d requests", m.Requests())
-	}
 }

@@ -339,6 +339,7 @@ func (p *Port) start() {
 		ps.k = 0
 		p.tick(ps)
 	}
+	p.next() // writes queued before the start
 }
 
 // tick runs on the loop at tick ps.k: it queues a request unless the last
@@ -430,8 +431,13 @@ func (p *Port) enqueueWrite(t *tx) {
 	p.next()
 }
 
-// next sends the first queued request if none is outstanding.
+// next sends the first queued request if none is outstanding. Before
+// Start took effect nothing is sent: a Port replacing another waits for
+// the other's outstanding request.
 func (p *Port) next() {
+	if !p.started {
+		return
+	}
 	for p.cur == nil && len(p.queue) > 0 {
 		t := p.queue[0]
 		p.queue[0] = nil
@@ -489,7 +495,26 @@ func (p *Port) written(t *tx, att int, n int, err error) {
 		p.finish(t, nil)
 		return
 	}
-	t.stopT = p.loop.CallLater(t.timeout, func() { p.failAttempt(t, att, ErrReplyTimeout) })
+	t.stopT = p.loop.CallLater(t.timeout, func() { p.timedOut(t, att) })
+}
+
+// timedOut runs on the loop when attempt att of t waited its reply timeout.
+// A reply the read goroutine claimed just before is on its way to the loop
+// and wins: the claim, under mu, is what decides.
+func (p *Port) timedOut(t *tx, att int) {
+	if !p.live(t, att) {
+		return
+	}
+	p.mu.Lock()
+	claimed := p.await != t || p.awaitAtt != att
+	if !claimed {
+		p.await = nil
+	}
+	p.mu.Unlock()
+	if claimed {
+		return
+	}
+	p.failAttempt(t, att, ErrReplyTimeout)
 }
 
 // disarm stops awaiting t's reply.
