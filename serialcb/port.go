@@ -81,6 +81,9 @@ type PortConfig struct {
 	// idle framing, whose pending frame only waits for its gap, drop for
 	// the others, whose pending bytes lack their end.
 	PartialAtStop string
+	// WriteQueue bounds the write requests waiting for the port (see
+	// Reader.Write); a request beyond it fails at once. Default 16.
+	WriteQueue int
 }
 
 // PartialAtStop values.
@@ -123,6 +126,9 @@ func (c PortConfig) Validate() error {
 	}
 	if c.ReadBuffer < 0 || c.ReadBuffer > maxReadBuffer {
 		add("read buffer must be 0 (default %d) or 1..%d bytes, got %d", DefaultReadBuffer, maxReadBuffer, c.ReadBuffer)
+	}
+	if c.WriteQueue < 0 || c.WriteQueue > maxWriteQueue {
+		add("write queue must be 0 (default %d) or 1..%d requests, got %d", DefaultWriteQueue, maxWriteQueue, c.WriteQueue)
 	}
 	if c.SilenceTimeout < 0 {
 		add("silence timeout must not be negative (0 turns the watchdog off)")
@@ -181,6 +187,9 @@ func (c PortConfig) withDefaults() PortConfig {
 	}
 	if c.ReadBuffer == 0 {
 		c.ReadBuffer = DefaultReadBuffer
+	}
+	if c.WriteQueue == 0 {
+		c.WriteQueue = DefaultWriteQueue
 	}
 	if c.ReconnectMin == 0 {
 		c.ReconnectMin = DefaultReconnectMin

@@ -19,6 +19,7 @@ import (
 	"github.com/serialcbd/serialcbd/asyncloop"
 	"github.com/serialcbd/serialcbd/configs"
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/portio"
 )
 
 // DefaultMetricsAddr is where `run` serves /metrics, /healthz and /readyz
@@ -126,6 +127,11 @@ func ServeMetrics(ln net.Listener, d *Daemon, log *zap.Logger) *MetricsServer {
 		}
 		_ = json.NewEncoder(w).Encode(rd)
 	})
+	// Writes to ports: off unless a port has write: {http: true}.
+	mux.Handle("/ports/", portio.HTTPHandler(func(name string) (portio.HTTPPort, bool) {
+		cur := d.current()
+		return cur.tw.lookup(cur.cfg, name)
+	}))
 	m := &MetricsServer{
 		srv: &http.Server{
 			Handler:           mux,
@@ -243,6 +249,7 @@ func newMetricsRegistry(d *Daemon) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		newStatsCollector(d),
+		newTwoWayCollector(func() *twoWay { return d.current().tw }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
