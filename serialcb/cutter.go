@@ -205,3 +205,35 @@ func (c *Cutter) Reset() {
 	c.skipping = false
 	c.dropped = 0
 }
+
+// completer is an optional Framer capability: complete returns the frame
+// buf holds when buf is a whole frame that Split held back only because
+// more bytes might still extend it (a regex match reaching the end of the
+// buffer), or nil.
+type completer interface {
+	complete(buf []byte) []byte
+}
+
+// FlushComplete emits the pending bytes when they already form a whole
+// frame that only waited for a byte that might extend it (see Regex), and
+// reports whether it did. A true partial frame stays pending. The read loop
+// calls it at stop, so such a frame is delivered, never dropped.
+func (c *Cutter) FlushComplete(emit func(payload []byte)) bool {
+	if c.skipping || len(c.buf) == 0 {
+		return false
+	}
+	cf, ok := c.f.(completer)
+	if !ok {
+		return false
+	}
+	p := cf.complete(c.buf)
+	if len(p) == 0 {
+		return false
+	}
+	if emit != nil {
+		emit(p)
+	}
+	c.buf = c.buf[:0]
+	c.scanned = 0
+	return true
+}

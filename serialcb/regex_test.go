@@ -1,0 +1,59 @@
+package serialcb
+
+import (
+	"regexp"
+	"slices"
+	"testing"
+)
+
+// A match that cannot grow is final as soon as it is buffered: one complete
+// sentence fed alone is one frame, not a frame held until the next byte.
+// A match that could still grow waits, and is emitted at stop.
+func TestRegexFinalAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		expr, in string
+		frames   []string // after Feed
+		complete string   // what FlushComplete emits at stop, if anything
+	}{
+		{`\$GP[^\r\n]*\r\n`, "$GPGSV,1*7F\r\n", []string{"$GPGSV,1*7F\r\n"}, ""},
+		{`\$GP[A-Z]{3},[^\r\n]*\r\n`, "$GPGGA,1*00\r\n$GPRMC,2*11\r\n", []string{"$GPGGA,1*00\r\n", "$GPRMC,2*11\r\n"}, ""},
+		{`\d+;`, "x12;y3;", []string{"12;", "3;"}, ""},
+		{`a:b`, "a:b", []string{"a:b"}, ""},
+		{`[0-9]+`, "x12", nil, "12"},          // "123" may follow
+		{`a.*b`, "axb", nil, "axb"},           // greedy: "axbxb" may follow
+		{`a.*?b`, "axb", []string{"axb"}, ""}, // lazy: the shortest is final
+		{`(?:ab)+`, "abab", nil, "abab"},
+		{`ab|abc`, "ab", []string{"ab"}, ""}, // leftmost-first prefers ab
+		{`abc|ab`, "ab", nil, "ab"},          // abc may still come, and wins
+		{`x\b`, "x", nil, "x"},               // the next byte decides \b
+		{`x$`, "x", nil, "x"},
+	} {
+		t.Run(tc.expr+"/"+tc.in, func(t *testing.T) {
+			c := NewCutter(Regex(regexp.MustCompile(tc.expr)), 64)
+			var got []string
+			emit := func(b []byte) { got = append(got, string(b)) }
+			c.Feed([]byte(tc.in), emit, nil)
+			if !slices.Equal(got, tc.frames) {
+				t.Fatalf("frames %q, want %q (pending %q)", got, tc.frames, c.Pending())
+			}
+			got = nil
+			ok := c.FlushComplete(emit)
+			if want := tc.complete != ""; ok != want || (want && !slices.Equal(got, []string{tc.complete})) {
+				t.Fatalf("at stop: %v %q, want %q", ok, got, tc.complete)
+			}
+		})
+	}
+}
+
+// A held partial that is not a complete match is not emitted by
+// FlushComplete: drop mode stays drop mode for partial frames.
+func TestRegexFlushCompleteKeepsPartial(t *testing.T) {
+	c := NewCutter(Regex(regexp.MustCompile(`\$GP[^\r\n]*\r\n`)), 64)
+	c.Feed([]byte("$GPGGA,1,2"), func(b []byte) { t.Fatalf("frame %q", b) }, nil)
+	if c.FlushComplete(func(b []byte) { t.Fatalf("frame %q", b) }) {
+		t.Fatal("a partial sentence was emitted")
+	}
+	if string(c.Pending()) != "$GPGGA,1,2" {
+		t.Fatalf("pending %q", c.Pending())
+	}
+}
