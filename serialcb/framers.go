@@ -220,6 +220,7 @@ type stxEtx struct {
 var (
 	_ Framer      = stxEtx{}
 	_ boundaryLen = stxEtx{}
+	_ finisher    = stxEtx{}
 )
 
 // StxEtx returns a Framer for frames between STX (0x02) and ETX (0x03);
@@ -255,20 +256,39 @@ func (s stxEtx) Split(buf []byte) (int, []byte) {
 			if j == 1 {
 				return 2, nil // empty frame
 			}
-			if !s.hasEsc {
-				return j + 1, buf[1:j:j]
-			}
-			w := 1
-			for r := 1; r < j; r, w = r+1, w+1 {
-				if buf[r] == s.esc {
-					r++
-				}
-				buf[w] = buf[r]
-			}
-			return j + 1, buf[1:w:w]
+			return j + 1, s.unescape(buf[1:j])
 		}
 	}
 	return 0, nil
+}
+
+// unescape decodes the body of a frame (the bytes between STX and ETX) in
+// place; an escape byte at its very end, whose escaped byte never came, is
+// dropped.
+func (s stxEtx) unescape(body []byte) []byte {
+	if !s.hasEsc {
+		return body[:len(body):len(body)]
+	}
+	w := 0
+	for r := 0; r < len(body); r, w = r+1, w+1 {
+		if body[r] == s.esc {
+			r++
+			if r == len(body) {
+				break
+			}
+		}
+		body[w] = body[r]
+	}
+	return body[:w:w]
+}
+
+// finish implements finisher: a partial frame loses its STX and is
+// unescaped, as it would have been before an ETX.
+func (s stxEtx) finish(buf []byte) []byte {
+	if len(buf) < 2 || buf[0] != stxByte {
+		return nil
+	}
+	return s.unescape(buf[1:])
 }
 
 // Skip implements Framer. buf[0] is never a boundary: on the first call it
@@ -307,6 +327,7 @@ var (
 	_ Framer      = slip{}
 	_ resumer     = slip{}
 	_ boundaryLen = slip{}
+	_ finisher    = slip{}
 )
 
 // SLIP returns a Framer for RFC 1055 SLIP: frames end with END (0xC0); in
@@ -331,34 +352,47 @@ func (slip) SplitFrom(buf []byte, from int) (int, []byte) {
 		return 0, nil
 	}
 	i += from
-	if bytes.IndexByte(buf[:i], slipEsc) < 0 {
-		if i == 0 {
-			return 1, nil
+	if p := slipDecode(buf[:i]); p != nil {
+		return i + 1, p
+	}
+	return i + 1, nil
+}
+
+// finish implements finisher: a partial frame is unescaped as it would
+// have been before an END.
+func (slip) finish(buf []byte) []byte { return slipDecode(buf) }
+
+// slipDecode unescapes the bytes of one frame (without its END) in place;
+// nil when nothing is left.
+func slipDecode(enc []byte) []byte {
+	if bytes.IndexByte(enc, slipEsc) < 0 {
+		if len(enc) == 0 {
+			return nil
 		}
-		return i + 1, buf[:i:i]
+		return enc[:len(enc):len(enc)]
 	}
 	w := 0
-	for r := 0; r < i; r++ {
-		c := buf[r]
+	for r := 0; r < len(enc); r++ {
+		c := enc[r]
 		if c == slipEsc {
 			r++
-			if r == i {
+			if r == len(enc) {
 				break // dangling ESC
 			}
-			switch c = buf[r]; c {
+			switch c = enc[r]; c {
 			case slipEscEnd:
 				c = slipEnd
 			case slipEscEsc:
 				c = slipEsc
 			}
 		}
-		buf[w] = c
+		enc[w] = c
 		w++
 	}
 	if w == 0 {
-		return i + 1, nil
+		return nil
 	}
-	return i + 1, buf[:w:w]
+	return enc[:w:w]
 }
 
 // Skip implements Framer.
@@ -378,6 +412,7 @@ var (
 	_ Framer      = cobs{}
 	_ resumer     = cobs{}
 	_ boundaryLen = cobs{}
+	_ finisher    = cobs{}
 )
 
 // COBS returns a Framer for Consistent Overhead Byte Stuffing frames, each
@@ -399,12 +434,22 @@ func (cobs) SplitFrom(buf []byte, from int) (int, []byte) {
 		return 0, nil
 	}
 	i += from
-	enc := buf[:i]
+	return i + 1, cobsDecode(buf[:i])
+}
+
+// finish implements finisher: a partial frame is decoded as it would have
+// been before a 0x00, so one whose last code points past its end is
+// malformed.
+func (cobs) finish(buf []byte) []byte { return cobsDecode(buf) }
+
+// cobsDecode decodes the bytes of one frame (without its 0x00) in place;
+// nil when malformed or empty.
+func cobsDecode(enc []byte) []byte {
 	w := 0
 	for r := 0; r < len(enc); {
 		code := int(enc[r])
-		if r+code > len(enc) {
-			return i + 1, nil // malformed
+		if code == 0 || r+code > len(enc) {
+			return nil // malformed
 		}
 		w += copy(enc[w:], enc[r+1:r+code])
 		r += code
@@ -414,9 +459,9 @@ func (cobs) SplitFrom(buf []byte, from int) (int, []byte) {
 		}
 	}
 	if w == 0 {
-		return i + 1, nil
+		return nil
 	}
-	return i + 1, enc[:w:w]
+	return enc[:w:w]
 }
 
 // Skip implements Framer.

@@ -79,7 +79,10 @@ type PortConfig struct {
 	// ends: PartialDrop (logged at debug) or PartialEmit (delivered as a
 	// frame, counted as flushed). "" is the framer's default: emit for
 	// idle framing, whose pending frame only waits for its gap, drop for
-	// the others, whose pending bytes lack their end.
+	// the others, whose pending bytes lack their end. An emitted partial
+	// frame is decoded as a whole one would be (SLIP and stx-etx escapes
+	// undone, STX and COBS code bytes removed). Framers whose frames are
+	// only known good by a checksum (gnss) refuse emit: see Validate.
 	PartialAtStop string
 }
 
