@@ -22,8 +22,9 @@ type Cutter struct {
 	// scanned is how many bytes at the start of buf Split already returned
 	// 0 on, so a resumer need not search them again.
 	scanned  int
-	skipping bool // inside an oversize frame, dropping up to the next boundary
-	dropped  int  // bytes of that oversize frame dropped so far
+	skipping bool   // inside an oversize frame, dropping up to the next boundary
+	dropped  int    // bytes of that oversize frame dropped so far
+	noise    uint64 // bytes dropped between frames, in total
 }
 
 // NewCutter returns a Cutter for f. A maxFrame below 1, or below the length
@@ -125,7 +126,9 @@ func (c *Cutter) cut(w []byte, emit func([]byte), oversize func(int)) int {
 			// A framer that returns more than it was shown (a faulty one):
 			// drop it as oversize.
 			c.reportOversize(oversize, n)
-		case frame != nil && emit != nil:
+		case frame == nil:
+			c.noise += uint64(n)
+		case emit != nil:
 			emit(frame)
 		}
 	}
@@ -157,12 +160,14 @@ func (c *Cutter) Flush(emit func(payload []byte), oversize func(dropped int)) bo
 		return false
 	}
 	p := c.buf
+	held := len(p)
 	c.buf = c.buf[:0]
 	c.scanned = 0
 	if fin, ok := c.f.(finisher); ok {
 		p = fin.finish(p)
 	}
 	if len(p) == 0 {
+		c.noise += uint64(held)
 		return false // noise, such as a lone '\r'
 	}
 	if emit != nil {
@@ -195,6 +200,12 @@ func (c *Cutter) Dropping() int {
 	}
 	return c.dropped + len(c.buf)
 }
+
+// Noise returns how many bytes were dropped between frames since the
+// Cutter was made: bytes that started no frame (garbage, a GNSS packet
+// failing its checksum), empty lines, malformed escaped frames. Oversize
+// frames are not noise: they are reported to Feed's oversize callback.
+func (c *Cutter) Noise() uint64 { return c.noise }
 
 // Reset discards the partial frame and any skip in progress, keeping the
 // buffer: a reader calls it when the port is reopened, so bytes from before

@@ -66,6 +66,21 @@ type finisher interface {
 	finish(buf []byte) []byte
 }
 
+// fielder is an optional Framer capability: appendFields appends a JSON
+// object describing a payload it cut (what protocol, which message), which
+// the Reader stores in Frame.Fields; it appends nothing when it has nothing
+// to say. It must not allocate beyond growing dst.
+type fielder interface {
+	appendFields(dst, payload []byte) []byte
+}
+
+// partialGuard is an optional Framer capability: the framer cannot turn a
+// partial frame into a payload (it is known good only by a checksum at its
+// end), so PortConfig.Validate refuses PartialEmit with partialErr.
+type partialGuard interface {
+	partialErr() error
+}
+
 // lines is the Framer returned by Lines and LinesFlush.
 type lines struct {
 	delim   []byte
@@ -182,6 +197,8 @@ const framingSpecs = framingHelp
 //	"stx-etx:esc=0xNN" the same, with escape byte 0xNN (0x10 for DLE)
 //	"slip"             SLIP (RFC 1055), payload unescaped
 //	"cobs"             COBS, 0x00-terminated, payload decoded
+//	"gnss"             GNSS: NMEA 0183, UBX and RTCM 3 packets hunted by
+//	                   their sync bytes, each checked by its checksum
 //	"regex:EXPR"       Regex: each match of the Go regexp EXPR is a frame
 //
 // The arguments of regex and lines are taken verbatim after the first

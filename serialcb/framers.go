@@ -574,7 +574,7 @@ func parseIdle(arg string) (Framer, error) {
 const framingHelp = `"lines" (same as ""), "lines:<delimiter>" with Go escapes (lines:\r\n, lines:\x03, lines:;), ` +
 	`either with ":flush=DUR" (lines:flush=200ms, lines:\r\n:flush=200ms), "idle:Nc" or "idle:DUR" (idle:3.5c, idle:5ms), ` +
 	`"fixed:N", "len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive]", "stx-etx[:esc=0xNN]", ` +
-	`"slip", "cobs", "regex:EXPR"`
+	`"slip", "cobs", "gnss" (NMEA 0183 mixed with UBX and RTCM 3), "regex:EXPR"`
 
 // parseBinaryFraming parses the specs other than lines; ok is false for an
 // unknown name.
@@ -655,6 +655,11 @@ func parseBinaryFraming(spec string) (f Framer, ok bool, err error) {
 			return fail("the escape byte cannot be STX or ETX")
 		}
 		return StxEtx(byte(b), true), true, nil
+	case "gnss":
+		if hasArg {
+			return fail("gnss takes no arguments")
+		}
+		return GNSS(), true, nil
 	case "slip", "cobs":
 		if hasArg {
 			return fail("%s takes no arguments", name)

@@ -66,3 +66,14 @@ func BenchmarkFramerRegex(b *testing.B) {
 	line := []byte("$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,*47\r\n")
 	benchFramer(b, `regex:\$GP[A-Z]{3},[^\r\n]*\r\n`, line)
 }
+
+// BenchmarkFramerGNSSNMEA: 64-byte NMEA sentences (CR LF included).
+func BenchmarkFramerGNSSNMEA(b *testing.B) {
+	s := nmeaSentence("GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,") + "\r\n"
+	benchFramer(b, "gnss", []byte(s))
+}
+
+// BenchmarkFramerGNSSUBX: 64-byte UBX packets.
+func BenchmarkFramerGNSSUBX(b *testing.B) {
+	benchFramer(b, "gnss", ubxPacket(0x01, 0x07, benchPayload(56)))
+}

@@ -34,6 +34,10 @@ var framerGoldenCases = map[string]map[string]struct {
 	"cobs": {
 		"cobs.bin": {"cobs", 16},
 	},
+	"gnss": {
+		// The first 3,000 bytes of the ZED-F9P capture (testdata/gnss).
+		"f9p_head.bin": {"gnss", 64},
+	},
 	"regex": {
 		"nmea.bin": {`regex:\$GP[A-Z]{3},[^\r\n]*\r\n`, 64},
 	},

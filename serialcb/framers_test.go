@@ -144,7 +144,7 @@ func TestParseFramingSpecs(t *testing.T) {
 		{spec: "regex:", wantErr: "want regex:EXPR"},
 		{spec: "regex:(", wantErr: "missing closing"},
 		{spec: "regex:a*", wantErr: "empty string"},
-		{spec: "nope", wantErr: `"slip", "cobs", "regex:EXPR"`},
+		{spec: "nope", wantErr: `"slip", "cobs", "gnss"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {

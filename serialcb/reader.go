@@ -50,14 +50,18 @@ type Reader struct {
 	openedOnce sync.Once
 
 	bytes, frames, oversize, oversizeBytes, reconnects, silences atomic.Uint64
-	timeouts, flushed                                            atomic.Uint64
+	timeouts, flushed, noise                                     atomic.Uint64
 	up                                                           atomic.Bool
 
+	// fielder is the framer's fields capability, or nil.
+	fielder fielder
+
 	// Owned by the goroutine in Run.
-	seq    uint64
-	cutter *Cutter
-	buf    []byte // read buffer
-	slab   []byte // unused rest of the current payload block
+	fieldBuf [64]byte // the framer's fields for one frame, before carve
+	seq      uint64
+	cutter   *Cutter
+	buf      []byte // read buffer
+	slab     []byte // unused rest of the current payload block
 	// Oversize log rate limit: frames and bytes not yet reported.
 	ovLastLog                 time.Time
 	ovPendFrames, ovPendBytes int
@@ -84,6 +88,9 @@ type ReaderStats struct {
 	// in the bytes (all frames with idle framing, partial lines with a
 	// lines flush); they are counted in Frames too.
 	Flushed uint64
+	// Noise counts bytes dropped between frames (see Cutter.Noise): with
+	// gnss framing, bytes that are no valid NMEA, UBX or RTCM 3 packet.
+	Noise uint64
 	// Up is true while the port is open.
 	Up bool
 }
@@ -107,6 +114,7 @@ func NewReader(cfg PortConfig, log *zap.Logger) (*Reader, error) {
 	if f, ok := cfg.Framer.(IdleFlusher); ok {
 		r.idleGap = max(f.IdleGap(cfg), 0)
 	}
+	r.fielder, _ = cfg.Framer.(fielder)
 	return r, nil
 }
 
@@ -130,6 +138,7 @@ func (r *Reader) Stats() ReaderStats {
 		SilenceReopens: r.silences.Load(),
 		ReadTimeouts:   r.timeouts.Load(),
 		Flushed:        r.flushed.Load(),
+		Noise:          r.noise.Load(),
 		Up:             r.up.Load(),
 	}
 }
@@ -187,13 +196,19 @@ func (r *Reader) run(ctx context.Context, onFrame func(Frame), failFirst bool) e
 	var now time.Time
 	emit := func(p []byte) {
 		r.seq++
-		onFrame(Frame{
+		f := Frame{
 			ID:         r.gen.New(now),
 			Port:       r.cfg.Name,
 			Seq:        r.seq,
 			ReceivedAt: now,
 			Payload:    r.carve(p),
-		})
+		}
+		if r.fielder != nil {
+			if fl := r.fielder.appendFields(r.fieldBuf[:0], p); len(fl) > 0 {
+				f.Fields = r.carve(fl)
+			}
+		}
+		onFrame(f)
 		r.frames.Add(1)
 	}
 	oversize := func(n int) { r.noteOversize(n, now) }
@@ -323,6 +338,7 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, now *time.Time,
 			*now = time.Now().UTC()
 			r.bytes.Add(uint64(n))
 			r.cutter.Feed(r.buf[:n], emit, oversize)
+			r.noise.Store(r.cutter.Noise())
 		}
 		switch {
 		case err != nil && silent.Load() && ctx.Err() == nil:
