@@ -1,0 +1,122 @@
+package serialcb
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// framingHelp documents the grammar, for ParseFraming's errors and docs.
+const framingHelp = `"lines" (same as ""), "lines:<delimiter>" with Go escapes (lines:\r\n, lines:\x03, lines:;), ` +
+	`either with ":flush=DUR" (lines:flush=200ms, lines:\r\n:flush=200ms), "idle:Nc" or "idle:DUR" (idle:3.5c, idle:5ms), ` +
+	`"fixed:N", "len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive]", "stx-etx[:esc=0xNN]", ` +
+	`"slip", "cobs", "gnss" (NMEA 0183 mixed with UBX and RTCM 3), "regex:EXPR"`
+
+// parseBinaryFraming parses the specs other than lines; ok is false for an
+// unknown name.
+func parseBinaryFraming(spec string) (f Framer, ok bool, err error) {
+	name, arg, hasArg := strings.Cut(spec, ":")
+	fail := func(format string, args ...any) (Framer, bool, error) {
+		return nil, true, fmt.Errorf("framing %q: %s", spec, fmt.Sprintf(format, args...))
+	}
+	switch name {
+	case "idle":
+		if !hasArg {
+			return fail("want idle:Nc (such as idle:3.5c) or idle:DUR (such as idle:5ms)")
+		}
+		f, err := parseIdle(arg)
+		if err != nil {
+			return fail("%v", err)
+		}
+		return f, true, nil
+	case "fixed":
+		n, err := strconv.Atoi(arg)
+		if !hasArg || err != nil || n < 1 {
+			return fail("want fixed:N with N >= 1 bytes")
+		}
+		return Fixed(n), true, nil
+	case "len":
+		if !hasArg {
+			return fail("want len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive]")
+		}
+		parts := strings.Split(arg, ":")
+		var cfg LenConfig
+		switch parts[0] {
+		case "u8":
+			cfg.Width = 1
+		case "u16be":
+			cfg.Width = 2
+		case "u16le":
+			cfg.Width, cfg.LittleEndian = 2, true
+		case "u32be":
+			cfg.Width = 4
+		case "u32le":
+			cfg.Width, cfg.LittleEndian = 4, true
+		default:
+			return fail("length type %q: want u8, u16be, u16le, u32be or u32le", parts[0])
+		}
+		for _, opt := range parts[1:] {
+			k, v, _ := strings.Cut(opt, "=")
+			switch {
+			case opt == "inclusive":
+				cfg.Inclusive = true
+			case k == "offset":
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 0 || n > 1024 {
+					return fail("offset=%q: want 0..1024", v)
+				}
+				cfg.Offset = n
+			default:
+				return fail("unknown option %q: want offset=K or inclusive", opt)
+			}
+		}
+		l, err := Len(cfg)
+		if err != nil {
+			return fail("%v", err)
+		}
+		return l, true, nil
+	case "stx-etx":
+		if !hasArg {
+			return StxEtx(0, false), true, nil
+		}
+		v, ok := strings.CutPrefix(arg, "esc=")
+		if !ok {
+			return fail("unknown option %q: want esc=0xNN", arg)
+		}
+		b, err := strconv.ParseUint(v, 0, 8)
+		if err != nil {
+			return fail("esc=%q: want a byte such as 0x10", v)
+		}
+		if b == stxByte || b == etxByte {
+			return fail("the escape byte cannot be STX or ETX")
+		}
+		return StxEtx(byte(b), true), true, nil
+	case "gnss":
+		if hasArg {
+			return fail("gnss takes no arguments")
+		}
+		return GNSS(), true, nil
+	case "slip", "cobs":
+		if hasArg {
+			return fail("%s takes no arguments", name)
+		}
+		if name == "slip" {
+			return SLIP(), true, nil
+		}
+		return COBS(), true, nil
+	case "regex":
+		if !hasArg || arg == "" {
+			return fail("want regex:EXPR")
+		}
+		re, err := regexp.Compile(arg)
+		if err != nil {
+			return fail("%v", err)
+		}
+		if re.Match(nil) {
+			return fail("the pattern matches the empty string")
+		}
+		return Regex(re), true, nil
+	}
+	return nil, false, nil
+}
