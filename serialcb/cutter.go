@@ -12,9 +12,17 @@ package serialcb
 //
 // A Cutter is not safe for concurrent use; each read loop owns one.
 type Cutter struct {
-	f   Framer
-	res resumer // f's optional resume capability, or nil
-	max int
+	f    Framer
+	res  resumer // f's optional resume capability, or nil
+	max  int
+	full int // with a fullEmitter framer: emit a frame held this long; else 0
+
+	// gate is the ready sequence bytes must pass before framing starts
+	// (see Ready), or nil; gateSeen tells it was seen since the last Reset
+	// and gateAt how much of it the latest bytes matched.
+	gate     *readyGate
+	gateSeen bool
+	gateAt   int
 
 	// buf holds the partial frame (or, while skipping, the few bytes Skip
 	// kept) between Feeds; len(buf) < max after every Feed, cap(buf) == max.
@@ -32,13 +40,21 @@ type Cutter struct {
 // hold even an empty frame. For the idle framer, whose boundary (silence)
 // takes no bytes, a frame of exactly maxFrame bytes is held and emitted.
 func NewCutter(f Framer, maxFrame int) *Cutter {
-	c := &Cutter{f: f, max: max(maxFrame, 1)}
+	c := &Cutter{max: max(maxFrame, 1)}
+	if g, ok := f.(readyGate); ok {
+		c.gate = &g
+		f = g.Framer
+	}
+	c.f = f
 	c.res, _ = f.(resumer)
 	if b, ok := f.(boundaryLen); ok {
 		c.max = max(c.max, b.boundaryLen())
 	}
 	if _, ok := f.(gapBounded); ok {
 		c.max++ // the buffer holds < max bytes: let it hold maxFrame
+	}
+	if fe, ok := f.(fullEmitter); ok && fe.emitsFull() {
+		c.full = c.max - 1
 	}
 	return c
 }
@@ -54,6 +70,11 @@ func NewCutter(f Framer, maxFrame int) *Cutter {
 // Feed may rewrite the bytes of p it consumed: pass a copy if p is needed
 // afterwards.
 func (c *Cutter) Feed(p []byte, emit func(payload []byte), oversize func(dropped int)) {
+	if c.gate != nil && !c.gateSeen {
+		k := c.passGate(p)
+		c.noise += uint64(k)
+		p = p[k:]
+	}
 	for len(p) > 0 {
 		if len(c.buf) == 0 {
 			k := c.cut(p, emit, oversize)
@@ -110,13 +131,16 @@ func (c *Cutter) cut(w []byte, emit func([]byte), oversize func(int)) int {
 			n, frame = c.f.Split(window)
 		}
 		if n <= 0 {
-			if len(window) >= c.max {
+			if c.full > 0 && len(window) >= c.full {
+				n, frame = c.full, window[:c.full:c.full] // full: a frame as it stands
+			} else if len(window) >= c.max {
 				c.skipping = true // no boundary within max bytes
 				c.scanned = 0
 				continue
+			} else {
+				c.scanned = len(rest)
+				break
 			}
-			c.scanned = len(rest)
-			break
 		}
 		n = min(n, len(rest))
 		off += n
@@ -211,6 +235,7 @@ func (c *Cutter) Noise() uint64 { return c.noise }
 // buffer: a reader calls it when the port is reopened, so bytes from before
 // a disconnect are never glued to bytes after it.
 func (c *Cutter) Reset() {
+	c.gateSeen, c.gateAt = false, 0
 	c.buf = c.buf[:0]
 	c.scanned = 0
 	c.skipping = false

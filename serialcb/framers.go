@@ -327,4 +327,3 @@ func (cobs) Skip(buf []byte) (int, bool) {
 }
 
 func (cobs) boundaryLen() int { return 1 }
-

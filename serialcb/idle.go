@@ -19,9 +19,32 @@ const (
 
 // idleFramer is the Framer returned by Idle and IdleChars.
 type idleFramer struct {
-	gap   time.Duration // the gap as a duration, or 0
-	chars float64       // the gap in character times, or 0
+	gap    time.Duration // the gap as a duration, or 0
+	chars  float64       // the gap in character times, or 0
+	onFull bool          // a frame reaching the max is emitted, not dropped
 }
+
+// fullEmitter is an optional Framer capability: a frame in progress that
+// reaches the max frame size is emitted as a frame, and the next one starts,
+// instead of being dropped as oversize.
+type fullEmitter interface {
+	emitsFull() bool
+}
+
+// EmitWhenFull returns the idle framer f (Idle, IdleChars) changed so that
+// a frame reaching the max frame size is emitted at once, as
+// node-serialport's inter-byte-timeout parser does with its
+// maxBufferSize, instead of being dropped as oversize when its gap comes.
+// Other framers are returned unchanged.
+func EmitWhenFull(f Framer) Framer {
+	if i, ok := f.(idleFramer); ok {
+		i.onFull = true
+		return i
+	}
+	return f
+}
+
+func (f idleFramer) emitsFull() bool { return f.onFull }
 
 var (
 	_ Framer      = idleFramer{}
@@ -90,6 +113,20 @@ func (idleFramer) gapBounded() {}
 // parseIdle parses the argument of "idle:": "Nc" (character times) or a Go
 // duration.
 func parseIdle(arg string) (Framer, error) {
+	arg, opt, hasOpt := strings.Cut(arg, ":")
+	if hasOpt {
+		switch opt {
+		case "on_full=emit":
+			f, err := parseIdle(arg)
+			if err != nil {
+				return nil, err
+			}
+			return EmitWhenFull(f), nil
+		case "on_full=drop":
+		default:
+			return nil, fmt.Errorf("unknown option %q: want on_full=emit or on_full=drop", opt)
+		}
+	}
 	if n, ok := strings.CutSuffix(arg, "c"); ok {
 		chars, err := strconv.ParseFloat(strings.TrimSpace(n), 64)
 		if err != nil || !(chars > 0 && chars <= 10000) {
@@ -103,4 +140,3 @@ func parseIdle(arg string) (Framer, error) {
 	}
 	return Idle(d), nil
 }
-

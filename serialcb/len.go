@@ -1,6 +1,7 @@
 package serialcb
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 )
@@ -18,6 +19,18 @@ type LenConfig struct {
 	// Inclusive means the length counts the whole frame, header and length
 	// field included; otherwise it counts the bytes after the length field.
 	Inclusive bool
+	// Start, when set, are sync bytes every frame begins with (Offset must
+	// leave room for them): bytes before them are noise, hunted through
+	// byte by byte, and a frame whose length is impossible makes the hunt
+	// resume one byte after its sync.
+	Start []byte
+	// Adjust is added to the length field's value before use: the field
+	// counts Adjust fewer bytes than the frame holds after it (ccTalk: 3,
+	// CCSDS: 1), or -Adjust more.
+	Adjust int
+	// Max, when above 0, is the largest value the length field may hold;
+	// a larger one is impossible, like a length over 16 MiB.
+	Max int
 }
 
 // lenPrefix is the Framer returned by Len.
@@ -25,6 +38,10 @@ type lenPrefix struct {
 	cfg LenConfig
 	hdr int // Offset + Width
 }
+
+// ErrBadLenStart is returned by Len when Offset does not leave room for
+// the Start bytes.
+var ErrBadLenStart = errors.New("length prefix: the start bytes must come before the length field (offset >= their length)")
 
 var (
 	_ Framer      = lenPrefix{}
@@ -48,15 +65,21 @@ var ErrBadLenConfig = errors.New("length prefix: width must be 1, 2 or 4 and off
 // max frame a port accepts); their first byte is dropped and parsing starts
 // again at the next byte. A garbled but plausible length cuts wrong frames
 // until the stream realigns (or the port is reopened); pair the framer with
-// a checksum validator to catch them.
+// a checksum validator to catch them. With Start set the framer hunts for
+// those sync bytes instead, so it realigns at the next sync after any
+// garbage; Max narrows what counts as plausible.
 //
 // To skip an oversize frame across reads without state of its own, Skip
 // rewrites the last header-size bytes it keeps (bytes of the dropped frame)
 // into a header announcing what remains of it.
 func Len(cfg LenConfig) (Framer, error) {
-	if (cfg.Width != 1 && cfg.Width != 2 && cfg.Width != 4) || cfg.Offset < 0 {
+	if (cfg.Width != 1 && cfg.Width != 2 && cfg.Width != 4) || cfg.Offset < 0 || cfg.Max < 0 {
 		return nil, ErrBadLenConfig
 	}
+	if cfg.Offset < len(cfg.Start) {
+		return nil, ErrBadLenStart
+	}
+	cfg.Start = bytes.Clone(cfg.Start)
 	return lenPrefix{cfg: cfg, hdr: cfg.Offset + cfg.Width}, nil
 }
 
@@ -77,11 +100,14 @@ func (l lenPrefix) total(buf []byte) (int, bool) {
 	default:
 		v = uint64(binary.BigEndian.Uint32(f))
 	}
-	n := v
-	if !l.cfg.Inclusive {
-		n += uint64(l.hdr)
+	if l.cfg.Max > 0 && v > uint64(l.cfg.Max) {
+		return 0, false
 	}
-	return int(n), n >= uint64(l.hdr) && n <= maxMaxFrame
+	n := int64(v) + int64(l.cfg.Adjust)
+	if !l.cfg.Inclusive {
+		n += int64(l.hdr)
+	}
+	return int(n), n >= int64(l.hdr) && n <= maxMaxFrame
 }
 
 // put writes a header announcing a frame of n bytes into buf[0:hdr].
@@ -89,6 +115,7 @@ func (l lenPrefix) put(buf []byte, n int) {
 	if !l.cfg.Inclusive {
 		n -= l.hdr
 	}
+	n -= l.cfg.Adjust
 	f := buf[l.cfg.Offset : l.cfg.Offset+l.cfg.Width]
 	switch {
 	case l.cfg.Width == 1:
@@ -106,6 +133,16 @@ func (l lenPrefix) put(buf []byte, n int) {
 
 // Split implements Framer.
 func (l lenPrefix) Split(buf []byte) (int, []byte) {
+	if st := l.cfg.Start; len(st) > 0 {
+		window := buf[:min(len(buf), noiseChunk+len(st)-1)]
+		switch i := bytes.Index(window, st); {
+		case i < 0:
+			// No sync: noise, but its last bytes may begin one.
+			return max(len(window)-(len(st)-1), 0), nil
+		case i > 0:
+			return i, nil
+		}
+	}
 	if len(buf) < l.hdr {
 		return 0, nil
 	}
@@ -133,12 +170,26 @@ func (l lenPrefix) Skip(buf []byte) (int, bool) {
 	case n <= len(buf):
 		return n, true
 	}
-	d := len(buf) - l.hdr
+	// Keep a header, and with a positive Adjust enough bytes after it that
+	// the length it announces is not negative.
+	k := l.hdr
+	if rem := n - len(buf); l.cfg.Adjust > rem {
+		k += l.cfg.Adjust - rem
+	}
+	if k >= len(buf) {
+		return 0, false
+	}
+	d := len(buf) - k
 	l.put(buf[d:], n-d)
 	return d, false
 }
 
-// boundaryLen keeps the max above the header, so the header Skip keeps
-// always fits in the Cutter's buffer.
-func (l lenPrefix) boundaryLen() int { return l.hdr + 1 }
-
+// boundaryLen keeps the max above what Skip keeps, so it always fits in
+// the Cutter's buffer, and above the window Split hunts a start in.
+func (l lenPrefix) boundaryLen() int {
+	b := l.hdr + 1 + max(l.cfg.Adjust, 0)
+	if len(l.cfg.Start) > 0 {
+		b = max(b, noiseChunk+len(l.cfg.Start))
+	}
+	return b
+}

@@ -1,6 +1,8 @@
 package serialcb
 
 import (
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -38,7 +40,7 @@ func parseBinaryFraming(spec string) (f Framer, ok bool, err error) {
 		return Fixed(n), true, nil
 	case "len":
 		if !hasArg {
-			return fail("want len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive]")
+			return fail("want len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive][:start=HEX][:adjust=±N][:max=N]")
 		}
 		parts := strings.Split(arg, ":")
 		var cfg LenConfig
@@ -56,6 +58,7 @@ func parseBinaryFraming(spec string) (f Framer, ok bool, err error) {
 		default:
 			return fail("length type %q: want u8, u16be, u16le, u32be or u32le", parts[0])
 		}
+		hasOffset := false
 		for _, opt := range parts[1:] {
 			k, v, _ := strings.Cut(opt, "=")
 			switch {
@@ -66,10 +69,31 @@ func parseBinaryFraming(spec string) (f Framer, ok bool, err error) {
 				if err != nil || n < 0 || n > 1024 {
 					return fail("offset=%q: want 0..1024", v)
 				}
-				cfg.Offset = n
+				cfg.Offset, hasOffset = n, true
+			case k == "start":
+				b, err := parseHex(v)
+				if err != nil || len(b) > 16 {
+					return fail("start=%q: want 1 to 16 bytes in hex, such as start=AA55", v)
+				}
+				cfg.Start = b
+			case k == "adjust":
+				n, err := strconv.Atoi(v)
+				if err != nil || n < -1024 || n > 1024 {
+					return fail("adjust=%q: want -1024..+1024, such as adjust=3 (ccTalk) or adjust=1 (CCSDS)", v)
+				}
+				cfg.Adjust = n
+			case k == "max":
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 || n > maxMaxFrame {
+					return fail("max=%q: want 1..%d, the largest value the length field may hold", v, maxMaxFrame)
+				}
+				cfg.Max = n
 			default:
-				return fail("unknown option %q: want offset=K or inclusive", opt)
+				return fail("unknown option %q: want offset=K, inclusive, start=HEX, adjust=±N or max=N", opt)
 			}
+		}
+		if !hasOffset {
+			cfg.Offset = len(cfg.Start) // the length follows the sync bytes
 		}
 		l, err := Len(cfg)
 		if err != nil {
@@ -92,6 +116,20 @@ func parseBinaryFraming(spec string) (f Framer, ok bool, err error) {
 			return fail("the escape byte cannot be STX or ETX")
 		}
 		return StxEtx(byte(b), true), true, nil
+	case "between":
+		parts := strings.Split(arg, ":")
+		if !hasArg || len(parts) < 2 || len(parts) > 3 || (len(parts) == 3 && parts[2] != "include") {
+			return fail("want between:STARTHEX:ENDHEX[:include], such as between:3C3C:3E3E")
+		}
+		start, err := parseHex(parts[0])
+		if err != nil || len(start) > 16 {
+			return fail("start %q: want 1 to 16 bytes in hex", parts[0])
+		}
+		end, err := parseHex(parts[1])
+		if err != nil || len(end) > 16 {
+			return fail("end %q: want 1 to 16 bytes in hex", parts[1])
+		}
+		return Between(start, end, len(parts) == 3), true, nil
 	case "gnss":
 		if hasArg {
 			return fail("gnss takes no arguments")
@@ -119,4 +157,15 @@ func parseBinaryFraming(spec string) (f Framer, ok bool, err error) {
 		return Regex(re), true, nil
 	}
 	return nil, false, nil
+}
+
+// parseHex parses bytes written in hex: "AA55", "0xAA55", "aa 55" or
+// "AA,55". It returns an error for an empty or odd-length sequence.
+func parseHex(s string) ([]byte, error) {
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X")
+	s = strings.NewReplacer(" ", "", ",", "").Replace(s)
+	if s == "" {
+		return nil, errors.New("empty")
+	}
+	return hex.DecodeString(s)
 }

@@ -106,7 +106,7 @@ func (c PortConfig) Validate() error {
 	if p := c.PartialAtStop; p != "" && p != PartialDrop && p != PartialEmit {
 		add("partial frame at stop must be %q or %q, got %q", PartialEmit, PartialDrop, p)
 	}
-	if g, ok := c.Framer.(partialGuard); ok && c.PartialAtStop == PartialEmit {
+	if g, ok := innerFramer(c.Framer).(partialGuard); ok && c.PartialAtStop == PartialEmit {
 		add("%v", g.partialErr())
 	}
 	if c.DataBits != 0 && (c.DataBits < 5 || c.DataBits > 8) {

@@ -114,7 +114,7 @@ func NewReader(cfg PortConfig, log *zap.Logger) (*Reader, error) {
 	if f, ok := cfg.Framer.(IdleFlusher); ok {
 		r.idleGap = max(f.IdleGap(cfg), 0)
 	}
-	r.fielder, _ = cfg.Framer.(fielder)
+	r.fielder, _ = innerFramer(cfg.Framer).(fielder)
 	return r, nil
 }
 
@@ -403,7 +403,7 @@ func (r *Reader) emitPartialAtStop() bool {
 	case PartialDrop:
 		return false
 	}
-	_, idle := r.cfg.Framer.(gapBounded)
+	_, idle := innerFramer(r.cfg.Framer).(gapBounded)
 	return idle
 }
 
