@@ -74,6 +74,16 @@ type fielder interface {
 	appendFields(dst, payload []byte) []byte
 }
 
+// AppendFields appends the fields f gives a payload it cut (see GNSS), as
+// the Reader stores them in Frame.Fields, and returns dst unchanged when f
+// gives none. It is for tools that cut with a Cutter, such as a monitor.
+func AppendFields(f Framer, dst, payload []byte) []byte {
+	if fl, ok := innerFramer(f).(fielder); ok {
+		return fl.appendFields(dst, payload)
+	}
+	return dst
+}
+
 // partialGuard is an optional Framer capability: the framer cannot turn a
 // partial frame into a payload (it is known good only by a checksum at its
 // end), so PortConfig.Validate refuses PartialEmit with partialErr.

@@ -11,9 +11,11 @@ import (
 
 // framingHelp documents the grammar, for ParseFraming's errors and docs.
 const framingHelp = `"lines" (same as ""), "lines:<delimiter>" with Go escapes (lines:\r\n, lines:\x03, lines:;), ` +
-	`either with ":flush=DUR" (lines:flush=200ms, lines:\r\n:flush=200ms), "idle:Nc" or "idle:DUR" (idle:3.5c, idle:5ms), ` +
-	`"fixed:N", "len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive]", "stx-etx[:esc=0xNN]", ` +
-	`"slip", "cobs", "gnss" (NMEA 0183 mixed with UBX and RTCM 3), "regex:EXPR"`
+	`either with ":flush=DUR" (lines:flush=200ms, lines:\r\n:flush=200ms) and/or ":include" (keep the delimiter), ` +
+	`"idle:Nc" or "idle:DUR" (idle:3.5c, idle:5ms) with optional ":on_full=emit", "fixed:N", ` +
+	`"len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive][:start=HEX][:adjust=±N][:max=N]", ` +
+	`"between:STARTHEX:ENDHEX[:include]", "stx-etx[:esc=0xNN]", "slip", "cobs", ` +
+	`"gnss" (NMEA 0183 mixed with UBX and RTCM 3), "regex:EXPR"; any of them may end with ":ready=HEX"`
 
 // parseBinaryFraming parses the specs other than lines; ok is false for an
 // unknown name.

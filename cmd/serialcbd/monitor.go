@@ -44,10 +44,14 @@ valid frame is followed by the fields the decoder finds, as the daemon would
 store them, or by why it could not read the frame. Nothing is delivered to
 any sink. Use it to find the right framing and decoder for an unknown device.
 
-Framing specs: lines, lines:<delim>, lines[:<delim>]:flush=DUR, idle:Nc, idle:DUR,
-fixed:N, len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive], stx-etx[:esc=0xNN],
-slip, cobs, regex:EXPR. idle: needs --port (a file has no timing); its
-character time follows --baud, --data-bits, --parity and --stop-bits.
+Framing specs: lines, lines:<delim>, lines[:<delim>]:flush=DUR, lines[:<delim>]:include,
+idle:Nc, idle:DUR, idle:…:on_full=emit, fixed:N,
+len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive][:start=HEX][:adjust=±N][:max=N],
+between:STARTHEX:ENDHEX[:include], stx-etx[:esc=0xNN], slip, cobs,
+gnss (NMEA 0183 mixed with u-blox UBX and RTCM 3), regex:EXPR; any spec may
+end with :ready=HEX (discard bytes until HEX is seen once after open).
+idle: needs --port (a file has no timing); its character time follows
+--baud, --data-bits, --parity and --stop-bits.
 Validators: nmea, crc16-modbus, crc16-ccitt, crc32, sum8.
 Decoders: ` + decode.Kinds + `.`,
 		Args: cobra.NoArgs,
@@ -77,6 +81,8 @@ type monitor struct {
 	frames, invalid, overs int
 	undecoded              int
 	fields                 []byte // dec's output, reused
+	framer                 serialcb.Framer
+	framed                 []byte // the framer's fields (gnss), reused
 }
 
 func runMonitor(ctx context.Context, g *globals, o monitorOpts) error {
@@ -87,7 +93,7 @@ func runMonitor(ctx context.Context, g *globals, o monitorOpts) error {
 	if err != nil {
 		return usagef("--framing: %v", err)
 	}
-	m := &monitor{w: g.stdout, hexDump: o.hexDump}
+	m := &monitor{w: g.stdout, hexDump: o.hexDump, framer: framer}
 	if m.w == nil {
 		m.w = os.Stdout
 	}
@@ -205,6 +211,11 @@ func (m *monitor) frame(t time.Time, seq uint64, p []byte) {
 	b.WriteByte(' ')
 	b.WriteString(render(p, m.hexDump))
 	b.WriteByte('\n')
+	if m.framed = serialcb.AppendFields(m.framer, m.framed[:0], p); len(m.framed) > 0 && m.dec == nil {
+		b.WriteString("  fields ")
+		b.Write(m.framed)
+		b.WriteByte('\n')
+	}
 	if m.dec != nil && valid {
 		var err error
 		m.fields, err = m.dec.Append(m.fields[:0], p)
