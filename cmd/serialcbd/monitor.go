@@ -27,6 +27,8 @@ type monitorOpts struct {
 	baud, maxFrame, dataBits              int
 	stopBits                              float64
 	hexDump                               bool
+	guess                                 bool
+	guessFor                              time.Duration
 }
 
 // newMonitorCmd returns `serialcbd monitor`: it shows frames as they are
@@ -34,7 +36,7 @@ type monitorOpts struct {
 func newMonitorCmd(g *globals) *cobra.Command {
 	var o monitorOpts
 	cmd := &cobra.Command{
-		Use:   "monitor (--port PATH | --file CAPTURE) [--framing SPEC] [--validate SPEC] [--decode SPEC]",
+		Use:   "monitor (--port PATH | --file CAPTURE) [--framing SPEC] [--validate SPEC] [--decode SPEC] [--guess]",
 		Short: "Show frames live as they are cut, with their checksum verdict",
 		Long: `monitor reads a serial port (or a recorded capture with --file), cuts the
 stream with --framing and prints one line per frame: time, sequence number,
@@ -43,6 +45,11 @@ with --hex) and, with --validate, the checksum verdict. With --decode, each
 valid frame is followed by the fields the decoder finds, as the daemon would
 store them, or by why it could not read the frame. Nothing is delivered to
 any sink. Use it to find the right framing and decoder for an unknown device.
+
+With --guess, monitor reads the port for --guess-for (or the capture file)
+and lists the framings and checksums that explain most of the bytes, with
+the share each explains, then suggests the best: text lines, NMEA sentences,
+gnss, SLIP, COBS, a length after a sync byte, and on a port, idle gaps.
 
 Framing specs: lines, lines:<delim>, lines[:<delim>]:flush=DUR, lines[:<delim>]:include,
 idle:Nc, idle:DUR, idle:…:on_full=emit, fixed:N,
@@ -69,6 +76,8 @@ Decoders: ` + decode.Kinds + `.`,
 	f.StringVar(&o.decode, "decode", "", "decoder to show each valid frame's fields with (see above)")
 	f.IntVar(&o.maxFrame, "max-frame", serialcb.DefaultMaxFrame, "largest frame in bytes; longer ones are dropped and shown")
 	f.BoolVar(&o.hexDump, "hex", false, "always show payloads as a hex dump")
+	f.BoolVar(&o.guess, "guess", false, "suggest the framing and checksum that explain the most bytes instead of showing frames")
+	f.DurationVar(&o.guessFor, "guess-for", 5*time.Second, "how long --guess reads --port")
 	return cmd
 }
 
@@ -88,6 +97,12 @@ type monitor struct {
 func runMonitor(ctx context.Context, g *globals, o monitorOpts) error {
 	if (o.port == "") == (o.file == "") {
 		return usagef("monitor: give exactly one of --port and --file")
+	}
+	if o.guess {
+		if o.guessFor <= 0 {
+			return usagef("--guess-for must be positive, such as 5s")
+		}
+		return runGuess(ctx, g, o)
 	}
 	framer, err := serialcb.ParseFraming(o.framing)
 	if err != nil {
