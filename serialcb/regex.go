@@ -12,6 +12,10 @@ type regexFramer struct {
 	re     *regexp.Regexp
 	prefix []byte       // literal every match starts with, or nil
 	prog   *syntax.Prog // re's program, to tell whether a match may grow; nil: assume it may
+	empty  bool         // prog has assertions (^, $, \b): they need the runes around them
+	// closure[pc], when prog has no assertions, lists in priority order the
+	// rune and match instructions pc leads to without consuming input.
+	closure [][]uint16
 }
 
 var (
@@ -23,19 +27,23 @@ var (
 // Regex returns a Framer whose frames are the matches of re in the stream;
 // the payload is the match. Bytes before a match are noise.
 //
-// A match that reaches the last buffered byte is final at once when no
-// further input could make it longer: `\$GP[^\r\n]*\r\n` and `\d+;` end
-// in a terminator their body cannot contain, `a.*?b` is lazy. A match that
-// could still grow (`[0-9]+`, greedy `a.*b`, `abc|ab` on "ab", or one
-// ending in `$` or `\b`, which the next byte decides) waits for the next
-// byte, so a read boundary does not cut it short; at stop the read loop
-// delivers it whole (Cutter.FlushComplete). Such a growable match of
-// exactly the max bytes is dropped as oversize, as its next byte must fit
-// too. Regex assumes leftmost-first matching (regexp.Compile, not
-// CompilePOSIX or Longest). Matching is leftmost-first over the buffered bytes: bytes before the
-// leftmost match are dropped as noise even if more input could have made an
-// earlier match (only alternations like `a.*z|b` can). `^` anchors where
-// the previous frame ended, not a line start. Empty matches are noise.
+// A match is final as soon as no further input could change it:
+// `\$GP[^\r\n]*\r\n` and `\d+;` end in a terminator their body cannot
+// contain, `a.*?b` is lazy, so such a frame is delivered the moment its
+// last byte is read. A match that could still grow waits for the bytes that
+// decide: `[0-9]+` or one ending in `$` or `\b` for the next byte, greedy
+// `a.*b` for the next "b" or the end of the buffer's window, `(?:ab)+` on
+// "aba" for one more byte. So a read boundary never cuts a match short, and
+// at stop the read loop delivers a match still waiting whole
+// (Cutter.FlushComplete). A waiting match of exactly the max bytes is
+// dropped as oversize, as the bytes that decide must fit too. To tell, the
+// framer runs re's program over the buffered bytes as the leftmost-first
+// matcher does; it assumes that matcher (regexp.Compile, not CompilePOSIX
+// or Longest). Patterns over 256 instructions are assumed to be able to
+// grow at the end of the buffer. Bytes before the leftmost match are
+// dropped as noise even if more input could have made an earlier match
+// (only alternations like `a.*z|b` can). `^` anchors where the previous
+// frame ended, not a line start. Empty matches are noise.
 //
 // Resynchronisation: when re has a literal prefix, bytes that cannot start
 // a match (before the first occurrence of the prefix) are noise at once;
@@ -57,6 +65,12 @@ func Regex(re *regexp.Regexp) Framer {
 	if sre, err := syntax.Parse(re.String(), syntax.Perl); err == nil {
 		if prog, err := syntax.Compile(sre.Simplify()); err == nil && len(prog.Inst) <= maxGrowInst {
 			f.prog = prog
+			for _, inst := range prog.Inst {
+				f.empty = f.empty || inst.Op == syntax.InstEmptyWidth
+			}
+			if !f.empty {
+				f.closure = closures(prog)
+			}
 		}
 	}
 	return f
@@ -81,7 +95,7 @@ func (f regexFramer) Split(buf []byte) (int, []byte) {
 	switch {
 	case s > 0:
 		return min(s, noiseChunk), nil
-	case e >= len(buf) && f.mayGrow(buf[:e]):
+	case f.mayGrow(buf, e):
 		return 0, nil // may grow: wait for more
 	case e == 0:
 		return 1, nil // empty match
@@ -145,44 +159,49 @@ func (l *growList) insert(pc uint32) {
 	l.n++
 }
 
-// mayGrow reports whether more input could make a longer match than m, a
-// match starting at the start of the buffer and ending at its end. It runs
-// re's program over m as the regexp package's leftmost-first matcher does
-// (threads in priority order; a match cuts the threads below it): the
-// match may grow when a thread that prefers to consume more is still alive
-// above the one that matched, or when an assertion that depends on the
-// next byte ($, \b) took part.
-func (f regexFramer) mayGrow(m []byte) bool {
+// mayGrow reports whether more input could change the match of re at the
+// start of buf, which the regexp package found to end at e: whether, at the
+// end of buf, a thread that the leftmost-first matcher prefers to the one
+// that matched is still alive. It runs re's program over buf as that
+// matcher does (threads in priority order; a match cuts the threads below
+// it), stopping as soon as no preferred thread is left. An assertion that
+// depends on the byte after buf ($, \b) counts as alive.
+func (f regexFramer) mayGrow(buf []byte, e int) bool {
 	if f.prog == nil {
 		return true
 	}
 	var lists [2]growList
 	cur, next := &lists[0], &lists[1]
 	unsure := false
-	prev := rune(-1)
-	r, w := utf8.DecodeRune(m) // RuneError, 1 for invalid bytes, as regexp
-	if len(m) == 0 {
+	r, _ := utf8.DecodeRune(buf) // RuneError, 1 for invalid bytes, as regexp
+	if len(buf) == 0 {
 		r = -2
 	}
-	f.addThread(cur, uint32(f.prog.Start), prev, r, &unsure)
-	for pos := 0; pos < len(m); pos += w {
-		r, w = utf8.DecodeRune(m[pos:])
+	f.enter(cur, uint32(f.prog.Start), -1, r, &unsure)
+	matched := false
+	for pos, w := 0, 0; pos < len(buf); pos += w {
+		if r, w = rune(buf[pos]), 1; r >= utf8.RuneSelf {
+			r, w = utf8.DecodeRune(buf[pos:])
+		}
 		after := rune(-2) // unknown: past the buffered bytes
-		if pos+w < len(m) {
-			after, _ = utf8.DecodeRune(m[pos+w:])
+		if f.empty && pos+w < len(buf) {
+			after, _ = utf8.DecodeRune(buf[pos+w:])
 		}
 		next.n = 0
 		for i := 0; i < cur.n; i++ {
 			inst := &f.prog.Inst[cur.dense[i]]
 			if inst.Op == syntax.InstMatch {
+				matched = true
 				break // lower-priority threads are cut
 			}
 			if consumes(inst, r) {
-				f.addThread(next, inst.Out, r, after, &unsure)
+				f.enter(next, inst.Out, r, after, &unsure)
 			}
 		}
 		cur, next = next, cur
-		prev = r
+		if matched && cur.n == 0 && pos+w >= e {
+			return false // nothing preferred to the match is left
+		}
 	}
 	if unsure {
 		return true
@@ -195,7 +214,7 @@ func (f regexFramer) mayGrow(m []byte) bool {
 			return true
 		}
 	}
-	return true // no thread matched here: the regexp package disagrees; hold
+	return !matched // no thread left: the match stands
 }
 
 // lookahead are the assertions that depend on the rune after the position.
@@ -228,10 +247,70 @@ func (f regexFramer) addThread(l *growList, pc uint32, before, after rune, unsur
 	}
 }
 
+// enter adds pc's threads to l: from the precomputed closure when there
+// is one, else by following the program (addThread).
+func (f regexFramer) enter(l *growList, pc uint32, before, after rune, unsure *bool) {
+	if f.closure == nil {
+		f.addThread(l, pc, before, after, unsure)
+		return
+	}
+	for _, q := range f.closure[pc] {
+		if !l.has(uint32(q)) {
+			l.insert(uint32(q))
+		}
+	}
+}
+
+// closures computes, for each instruction of a program without
+// assertions, the rune and match instructions it leads to without
+// consuming input, in the order the leftmost-first matcher tries them.
+func closures(prog *syntax.Prog) [][]uint16 {
+	out := make([][]uint16, len(prog.Inst))
+	var seen []bool
+	var walk func(pc uint32, acc []uint16) []uint16
+	walk = func(pc uint32, acc []uint16) []uint16 {
+		if seen[pc] {
+			return acc
+		}
+		seen[pc] = true
+		switch inst := &prog.Inst[pc]; inst.Op {
+		case syntax.InstAlt, syntax.InstAltMatch:
+			acc = walk(inst.Out, acc)
+			return walk(inst.Arg, acc)
+		case syntax.InstCapture, syntax.InstNop:
+			return walk(inst.Out, acc)
+		case syntax.InstMatch, syntax.InstRune, syntax.InstRune1, syntax.InstRuneAny, syntax.InstRuneAnyNotNL:
+			return append(acc, uint16(pc))
+		}
+		return acc // fail
+	}
+	for pc := range prog.Inst {
+		seen = make([]bool, len(prog.Inst))
+		out[pc] = walk(uint32(pc), nil)
+	}
+	return out
+}
+
 // consumes reports whether the rune instruction inst matches r.
 func consumes(inst *syntax.Inst, r rune) bool {
 	switch inst.Op {
-	case syntax.InstRune, syntax.InstRune1:
+	case syntax.InstRune1:
+		if syntax.Flags(inst.Arg)&syntax.FoldCase == 0 {
+			return r == inst.Rune[0]
+		}
+		return inst.MatchRune(r)
+	case syntax.InstRune:
+		if syntax.Flags(inst.Arg)&syntax.FoldCase == 0 {
+			for i := 0; i+1 < len(inst.Rune); i += 2 {
+				if r < inst.Rune[i] {
+					return false
+				}
+				if r <= inst.Rune[i+1] {
+					return true
+				}
+			}
+			return len(inst.Rune) == 1 && r == inst.Rune[0]
+		}
 		return inst.MatchRune(r)
 	case syntax.InstRuneAny:
 		return true

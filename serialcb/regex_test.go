@@ -1,6 +1,7 @@
 package serialcb
 
 import (
+	"bytes"
 	"regexp"
 	"slices"
 	"testing"
@@ -56,4 +57,45 @@ func TestRegexFlushCompleteKeepsPartial(t *testing.T) {
 	if string(c.Pending()) != "$GPGGA,1,2" {
 		t.Fatalf("pending %q", c.Pending())
 	}
+}
+
+var growPatterns = []string{`a.*b`, `[0-9]+;?`, `(?:ab)+c?`, `x\b`, `ab|abc`, `abc|ab`, `\d+;`, `a.*?b`,
+	`\$GP[^\r\n]*\r\n`, `(?i)ok\r?\n?`, `[a-c]{2,4}`, `x$`, `(?:a|ab)(?:c|bcd)`, `é+`}
+
+// FuzzRegexGrow: whether a match is final at once or waits must not change
+// the frames: fed whole or one byte at a time (with a max no input
+// reaches), the frames are the same, and at stop FlushComplete delivers
+// only a whole match.
+func FuzzRegexGrow(f *testing.F) {
+	f.Add([]byte("axbxb;12;3"), uint8(0))
+	f.Add([]byte("ababcab"), uint8(2))
+	f.Add([]byte("abcdab"), uint8(12))
+	f.Add([]byte("xx x"), uint8(3))
+	f.Fuzz(func(t *testing.T, in []byte, which uint8) {
+		if len(in) > 200 {
+			in = in[:200]
+		}
+		re := regexp.MustCompile(growPatterns[int(which)%len(growPatterns)])
+		run := func(step int) []string {
+			c := NewCutter(Regex(re), 1024)
+			var frames []string
+			emit := func(b []byte) { frames = append(frames, string(b)) }
+			for p := in; len(p) > 0; {
+				n := min(step, len(p))
+				c.Feed(bytes.Clone(p[:n]), emit, func(n int) { t.Fatalf("oversize %d", n) })
+				p = p[n:]
+			}
+			if c.FlushComplete(emit) {
+				last := frames[len(frames)-1]
+				if loc := re.FindStringIndex(last); loc == nil || loc[0] != 0 || loc[1] != len(last) {
+					t.Fatalf("FlushComplete gave %q, not a whole match", last)
+				}
+			}
+			return frames
+		}
+		whole, bytewise := run(len(in)+1), run(1)
+		if !slices.Equal(whole, bytewise) {
+			t.Fatalf("%s on %q: whole %q, one byte at a time %q", re, in, whole, bytewise)
+		}
+	})
 }
