@@ -243,17 +243,17 @@ func (c *Cutter) Reset() {
 }
 
 // completer is an optional Framer capability: complete returns the frame
-// buf holds when buf is a whole frame that Split held back only because
-// more bytes might still extend it (a regex match reaching the end of the
-// buffer), or nil.
+// at the start of buf (a prefix of it) when Split held it back only because
+// more bytes might still extend it (a regex match), or nil.
 type completer interface {
 	complete(buf []byte) []byte
 }
 
-// FlushComplete emits the pending bytes when they already form a whole
-// frame that only waited for a byte that might extend it (see Regex), and
-// reports whether it did. A true partial frame stays pending. The read loop
-// calls it at stop, so such a frame is delivered, never dropped.
+// FlushComplete emits the frame the pending bytes begin with when it is
+// whole and only waited for bytes that might extend it (see Regex), and
+// reports whether it did; the bytes after it stay pending. A true partial
+// frame stays pending. The read loop calls it at stop, so such a frame is
+// delivered, never dropped.
 func (c *Cutter) FlushComplete(emit func(payload []byte)) bool {
 	if c.skipping || len(c.buf) == 0 {
 		return false
@@ -269,7 +269,7 @@ func (c *Cutter) FlushComplete(emit func(payload []byte)) bool {
 	if emit != nil {
 		emit(p)
 	}
-	c.buf = c.buf[:0]
+	c.buf = c.buf[:copy(c.buf, c.buf[len(p):])]
 	c.scanned = 0
 	return true
 }

@@ -39,8 +39,8 @@ var (
 // dropped as oversize, as the bytes that decide must fit too. To tell, the
 // framer runs re's program over the buffered bytes as the leftmost-first
 // matcher does; it assumes that matcher (regexp.Compile, not CompilePOSIX
-// or Longest). Patterns over 256 instructions are assumed to be able to
-// grow at the end of the buffer. Bytes before the leftmost match are
+// or Longest). A pattern over 256 instructions is not simulated: its
+// match is final once a byte follows it. Bytes before the leftmost match are
 // dropped as noise even if more input could have made an earlier match
 // (only alternations like `a.*z|b` can). `^` anchors where the previous
 // frame ended, not a line start. Empty matches are noise.
@@ -127,11 +127,12 @@ func (f regexFramer) Skip(buf []byte) (int, bool) {
 // boundaryLen covers noiseChunk and the prefix bytes Skip keeps.
 func (f regexFramer) boundaryLen() int { return max(noiseChunk, len(f.prefix)+1) }
 
-// complete implements completer: buf is held whole when it is a match that
-// may still grow (Split's wait); it is a frame as it stands.
+// complete implements completer: buf starts with a match Split held
+// because it might still grow; with the stream ended, it is a frame as it
+// stands.
 func (f regexFramer) complete(buf []byte) []byte {
-	if loc := f.re.FindIndex(buf); loc != nil && loc[0] == 0 && loc[1] == len(buf) {
-		return buf[:len(buf):len(buf)]
+	if loc := f.re.FindIndex(buf); loc != nil && loc[0] == 0 && loc[1] > 0 {
+		return buf[:loc[1]:loc[1]]
 	}
 	return nil
 }
@@ -168,7 +169,7 @@ func (l *growList) insert(pc uint32) {
 // depends on the byte after buf ($, \b) counts as alive.
 func (f regexFramer) mayGrow(buf []byte, e int) bool {
 	if f.prog == nil {
-		return true
+		return e >= len(buf) // too large to simulate: the next byte decides
 	}
 	var lists [2]growList
 	cur, next := &lists[0], &lists[1]

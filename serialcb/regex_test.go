@@ -28,6 +28,10 @@ func TestRegexFinalAtOnce(t *testing.T) {
 		{`abc|ab`, "ab", nil, "ab"},          // abc may still come, and wins
 		{`x\b`, "x", nil, "x"},               // the next byte decides \b
 		{`x$`, "x", nil, "x"},
+		{`(?:ab)+`, "aba", nil, "ab"}, // "abab" may come: it waits, and the held "ab" is a frame at stop
+		{`a.*b`, "axbx", nil, "axb"},  // "axbxb" may come; at stop "axb" is the match
+		// A pattern too large to simulate: final once a byte follows.
+		{`\$X?[A-Z]{0,300},[0-9]+\r\n`, "$X,1\r\n$X,2\r\n", []string{"$X,1\r\n"}, "$X,2\r\n"},
 	} {
 		t.Run(tc.expr+"/"+tc.in, func(t *testing.T) {
 			c := NewCutter(Regex(regexp.MustCompile(tc.expr)), 64)
