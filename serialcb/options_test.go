@@ -234,3 +234,45 @@ func FuzzIdleOnFull(f *testing.F) {
 		}
 	})
 }
+
+// The new framers cut without allocating once the Cutter's buffer exists,
+// and the gnss fields are appended in place.
+func TestNewFramersNoAllocs(t *testing.T) {
+	ubx := ubxPacket(1, 7, benchPayload(40))
+	gnssChunk := append(append([]byte(nmeaSentence("GPGGA,1,2")+"\r\n"), ubx...), rtcmPacket([]byte{0x3E, 0xD0, 1})...)
+	gnssChunk = append(gnssChunk, "$GPRMC,par"...)
+	for _, tc := range []struct {
+		spec  string
+		chunk []byte
+	}{
+		{"gnss", gnssChunk},
+		{"between:3C3C:3E3E", []byte("x<<abc>><<def>><<gh")},
+		{"len:u8:start=AA55:max=64:adjust=1", []byte("z\xaa\x55\x02abc\xaa\x55\x01")},
+		{"lines:\\r\\n:include:ready=0A", []byte("\nab\r\ncd\r\nef")},
+	} {
+		f, err := ParseFraming(tc.spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := NewCutter(f, 1024)
+		count := 0
+		emit := func([]byte) { count++ }
+		c.Feed(bytes.Clone(tc.chunk), emit, nil) // the first Feed allocates the buffer
+		in := bytes.Clone(tc.chunk)
+		if allocs := testing.AllocsPerRun(100, func() {
+			c.Reset()
+			copy(in, tc.chunk)
+			c.Feed(in, emit, nil)
+		}); allocs != 0 {
+			t.Errorf("%s: Feed allocates %v times per call", tc.spec, allocs)
+		}
+		if count == 0 {
+			t.Errorf("%s: no frames", tc.spec)
+		}
+	}
+	dst := make([]byte, 0, 64)
+	pk, g := ubxPacket(1, 7, nil), GNSS()
+	if allocs := testing.AllocsPerRun(100, func() { dst = AppendFields(g, dst[:0], pk) }); allocs != 0 {
+		t.Errorf("AppendFields allocates %v times", allocs)
+	}
+}
