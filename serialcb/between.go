@@ -25,7 +25,9 @@ var (
 // Resynchronisation: bytes before a start are noise, hunted through byte by
 // byte; a start seen inside a frame before its end abandons the frame begun
 // before it (noise) and starts a new one, so a frame cut short costs only
-// itself. When start and end are the same sequence, it ends the frame.
+// itself. When start and end are the same sequence (7E 7E, as HDLC flags)
+// it ends the frame, and each frame needs a pair of its own: a flag shared
+// by two frames ends the first only.
 // Empty frames are dropped unless include is set. A frame over the max is
 // skipped up to its end, or up to the next start. The max is raised to at
 // least 16 bytes plus the longer delimiter (see noiseChunk).

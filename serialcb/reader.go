@@ -252,14 +252,11 @@ func (r *Reader) run(ctx context.Context, onFrame func(Frame), failFirst bool) e
 		err = r.readPort(ctx, port, &now, emit, oversize)
 		r.up.Store(false)
 		if ctx.Err() != nil {
-			if r.emitPartialAtStop() {
-				if r.cutter.Flush(emit, oversize) {
-					r.flushed.Add(1)
-				}
-			} else {
-				// A whole frame held only because more bytes might have
-				// extended it (a regex match) is a frame, not a partial one.
-				r.cutter.FlushComplete(emit)
+			// A whole frame held only because more bytes might have
+			// extended it (a regex match) is a frame, not a partial one.
+			r.cutter.FlushComplete(emit)
+			if r.emitPartialAtStop() && r.cutter.Flush(emit, oversize) {
+				r.flushed.Add(1)
 			}
 			break
 		}

@@ -197,6 +197,7 @@ func (m *monitor) file(path string, framer serialcb.Framer, maxFrame int) error 
 	if fl, ok := framer.(serialcb.IdleFlusher); ok && fl.IdleGap(serialcb.PortConfig{Baud: 9600}) > 0 {
 		c.Flush(emit, oversize) // lines:…:flush=: the end of the file is silence
 	}
+	c.FlushComplete(emit) // a regex match that waited for bytes that never came
 	if p := c.Pending(); len(p) > 0 {
 		fmt.Fprintf(m.w, "# partial frame at end of file: %d bytes %s\n", len(p), render(p, false))
 	}
