@@ -185,3 +185,48 @@ func TestEndToEndGNSSCaptures(t *testing.T) {
 		t.Fatalf("%d records, want %d; first difference at %d", len(got), len(want), i)
 	}
 }
+
+// The last sentence of a capture framed with a regex ending in its
+// terminator reaches the sink while the daemon runs: it is final when read,
+// not held until a next byte that never comes (4,999 sentences used to give
+// 4,998 records).
+func TestEndToEndRegexLastSentence(t *testing.T) {
+	data, err := os.ReadFile("../../testdata/gnss/bundg_zeus_9.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
+		if len(line) > 2 && (line[0] == '$' || line[0] == '!') && bytes.HasSuffix(line, []byte("\r\n")) {
+			want = append(want, string(line))
+		}
+	}
+	if len(want) != 4999 {
+		t.Fatalf("the capture has %d sentences, want 4999", len(want))
+	}
+	dev, app := socatPair(t)
+	out := filepath.Join(t.TempDir(), "frames.jsonl")
+	d := startDaemon(t, "--port", app, "--baud", "115200", "--framing", `regex:[$!][^\r\n]*\r\n`, "--sink", "file:"+out)
+	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	var recs []gnssRecord
+	for deadline := time.Now().Add(60 * time.Second); len(recs) < len(want); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60s the sink holds %d of %d sentences while the daemon runs", len(recs), len(want))
+		}
+		recs = readGNSSRecords(t, out)
+	}
+	if err, _ := d.stop(t); err != nil {
+		t.Fatalf("exit: %v", err)
+	}
+	recs = readGNSSRecords(t, out)
+	if len(recs) != len(want) || recs[len(recs)-1].Payload != want[len(want)-1] {
+		t.Fatalf("%d records, want %d; last %q, want %q", len(recs), len(want), recs[len(recs)-1].Payload, want[len(want)-1])
+	}
+}
