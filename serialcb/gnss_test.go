@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"testing"
@@ -202,7 +201,7 @@ func refGNSSPackets(data []byte) (nmea, ubx, rtcm int, packets []string) {
 	return nmea, ubx, rtcm, packets
 }
 
-// gnssCaptures lists the gpsd captures under testdata/gnss with the count
+// gnssCaptures lists the gpsd captures (see realdata) with the count
 // of valid packets in each (NMEA, UBX), as the reference scanner finds them.
 var gnssCaptures = map[string][2]int{
 	"bu353s4.log":               {90, 0},
@@ -217,7 +216,7 @@ var gnssCaptures = map[string][2]int{
 func TestGNSSCaptures(t *testing.T) {
 	for name, counts := range gnssCaptures {
 		t.Run(name, func(t *testing.T) {
-			data, err := os.ReadFile(filepath.Join("../testdata/gnss", name))
+			data, err := os.ReadFile(realdata(t, name))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -254,7 +253,7 @@ func TestGNSSCaptures(t *testing.T) {
 // Lines framing with the nmea validator loses the sentences glued to a
 // UBX packet; gnss does not (the motivating measurement).
 func TestGNSSBeatsLines(t *testing.T) {
-	data, err := os.ReadFile("../testdata/gnss/ublox-zed-f9p_hpg1.11.log")
+	data, err := os.ReadFile(realdata(t, "ublox-zed-f9p_hpg1.11.log"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,19 +44,23 @@ func TestGuessFraming(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, framing, validate string
+		capture                 string // a real capture (see realdata), read in the subtest
 		sample                  []byte
 		gaps                    []int
 		minShare                float64
 	}{
-		{"ZED-F9P: UBX and NMEA", "gnss", "", readSample(t, "../testdata/gnss/ublox-zed-f9p_hpg1.11.log"), nil, 0.95},
-		{"NEO-M8N: NMEA", "lines", "nmea", readSample(t, "../testdata/gnss/neo-m8n.log"), nil, 0.95},
-		{"sensor CSV", "lines", "", readSample(t, "../testdata/demo/sensor-csv.log"), nil, 0.95},
-		{"SLIP with CRC-16/CCITT", "slip", "crc16-ccitt", slipStream, nil, 0.95},
-		{"COBS", "cobs", "", cobsStream, nil, 0.95},
-		{"length after a sync byte", "len:u8:start=AA", "", lenStream, nil, 0.95},
-		{"Modbus RTU bursts", "idle:5ms", "crc16-modbus", idleStream, gaps, 0.95},
+		{"ZED-F9P: UBX and NMEA", "gnss", "", "ublox-zed-f9p_hpg1.11.log", nil, nil, 0.95},
+		{"NEO-M8N: NMEA", "lines", "nmea", "neo-m8n.log", nil, nil, 0.95},
+		{"sensor CSV", "lines", "", "", readSample(t, "../testdata/demo/sensor-csv.log"), nil, 0.95},
+		{"SLIP with CRC-16/CCITT", "slip", "crc16-ccitt", "", slipStream, nil, 0.95},
+		{"COBS", "cobs", "", "", cobsStream, nil, 0.95},
+		{"length after a sync byte", "len:u8:start=AA", "", "", lenStream, nil, 0.95},
+		{"Modbus RTU bursts", "idle:5ms", "crc16-modbus", "", idleStream, gaps, 0.95},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.capture != "" {
+				tc.sample = readSample(t, realdata(t, tc.capture))
+			}
 			guesses := GuessFraming(tc.sample, tc.gaps, 5*time.Millisecond)
 			if len(guesses) == 0 {
 				t.Fatal("no guess")

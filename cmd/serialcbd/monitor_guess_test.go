@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,18 +14,28 @@ import (
 
 // monitor --guess on captures suggests the framing they were made with.
 func TestMonitorGuessFile(t *testing.T) {
-	for _, tc := range []struct{ file, want string }{
-		{"../../testdata/gnss/ublox-zed-f9p_hpg1.11.log", "suggested: --framing gnss\n"},
-		{"../../testdata/gnss/neo-m8n.log", "suggested: --framing lines --validate nmea\n"},
-		{"../../testdata/demo/sensor-csv.log", "suggested: --framing lines\n"},
+	for _, tc := range []struct {
+		file    string
+		capture bool // a real capture (see realdata), not a file of the repository
+		want    string
+	}{
+		{"ublox-zed-f9p_hpg1.11.log", true, "suggested: --framing gnss\n"},
+		{"neo-m8n.log", true, "suggested: --framing lines --validate nmea\n"},
+		{"../../testdata/demo/sensor-csv.log", false, "suggested: --framing lines\n"},
 	} {
-		code, stdout, stderr := runCLI(t, "monitor", "--guess", "--file", tc.file)
-		if code != exitOK {
-			t.Fatalf("%s: exit %d: %s", tc.file, code, stderr)
-		}
-		if !strings.Contains(stdout, tc.want) || !strings.Contains(stdout, "% ") {
-			t.Errorf("%s:\n%s\nwant %q", tc.file, stdout, tc.want)
-		}
+		t.Run(filepath.Base(tc.file), func(t *testing.T) {
+			file := tc.file
+			if tc.capture {
+				file = realdata(t, tc.file)
+			}
+			code, stdout, stderr := runCLI(t, "monitor", "--guess", "--file", file)
+			if code != exitOK {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			if !strings.Contains(stdout, tc.want) || !strings.Contains(stdout, "% ") {
+				t.Errorf("%s\nwant %q", stdout, tc.want)
+			}
+		})
 	}
 	if code, _, stderr := runCLI(t, "monitor", "--guess", "--file", "nope.bin"); code != exitUsage || !strings.Contains(stderr, "nope.bin") {
 		t.Errorf("missing file: exit %d, %s", code, stderr)
