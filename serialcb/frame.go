@@ -89,6 +89,16 @@ func (id ID) appendTo(dst []byte) []byte {
 	return append(dst, b[:]...)
 }
 
+// UnmarshalText implements encoding.TextUnmarshaler with ParseID.
+func (id *ID) UnmarshalText(b []byte) error {
+	v, err := ParseID(string(b))
+	if err != nil {
+		return err
+	}
+	*id = v
+	return nil
+}
+
 // ErrBadID is returned by ParseID for text that is not a hyphenated UUID.
 var ErrBadID = errors.New("not a UUID in 8-4-4-4-12 hex form")
 

@@ -84,6 +84,9 @@ type PortConfig struct {
 	// undone, STX and COBS code bytes removed). Framers whose frames are
 	// only known good by a checksum (gnss) refuse emit: see Validate.
 	PartialAtStop string
+	// WriteQueue bounds the write requests waiting for the port (see
+	// Reader.Write); a request beyond it fails at once. Default 16.
+	WriteQueue int
 }
 
 // PartialAtStop values.
@@ -129,6 +132,9 @@ func (c PortConfig) Validate() error {
 	}
 	if c.ReadBuffer < 0 || c.ReadBuffer > maxReadBuffer {
 		add("read buffer must be 0 (default %d) or 1..%d bytes, got %d", DefaultReadBuffer, maxReadBuffer, c.ReadBuffer)
+	}
+	if c.WriteQueue < 0 || c.WriteQueue > maxWriteQueue {
+		add("write queue must be 0 (default %d) or 1..%d requests, got %d", DefaultWriteQueue, maxWriteQueue, c.WriteQueue)
 	}
 	if c.SilenceTimeout < 0 {
 		add("silence timeout must not be negative (0 turns the watchdog off)")
@@ -187,6 +193,9 @@ func (c PortConfig) withDefaults() PortConfig {
 	}
 	if c.ReadBuffer == 0 {
 		c.ReadBuffer = DefaultReadBuffer
+	}
+	if c.WriteQueue == 0 {
+		c.WriteQueue = DefaultWriteQueue
 	}
 	if c.ReconnectMin == 0 {
 		c.ReconnectMin = DefaultReconnectMin

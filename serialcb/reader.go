@@ -56,6 +56,17 @@ type Reader struct {
 	// fielder is the framer's fields capability, or nil.
 	fielder fielder
 
+	// Writes (see Write): wq is the open connection's queue, nil while the
+	// port is down; busy and lastRead (Unix ns) are published by the read
+	// goroutine for the write goroutine, which quiet wakes when a frame
+	// ends.
+	wmu                                        sync.Mutex
+	wq                                         chan *WriteRequest // guarded by wmu
+	busy                                       atomic.Bool
+	lastRead                                   atomic.Int64
+	quiet                                      chan struct{}
+	writes, writeBytes, writeErrors, writesMid atomic.Uint64
+
 	// Owned by the goroutine in Run.
 	fieldBuf [64]byte // the framer's fields for one frame, before carve
 	seq      uint64
@@ -110,6 +121,7 @@ func NewReader(cfg PortConfig, log *zap.Logger) (*Reader, error) {
 		log:    log.With(zap.String("port", cfg.Name), zap.String("path", cfg.Path)),
 		cutter: NewCutter(cfg.Framer, cfg.MaxFrame),
 		opened: make(chan struct{}),
+		quiet:  make(chan struct{}, 1),
 	}
 	if f, ok := cfg.Framer.(IdleFlusher); ok {
 		r.idleGap = max(f.IdleGap(cfg), 0)
@@ -246,10 +258,12 @@ func (r *Reader) run(ctx context.Context, onFrame func(Frame), failFirst bool) e
 		}
 		opened, failKey, delay = true, "", r.cfg.ReconnectMin
 		r.cutter.Reset()
+		r.busy.Store(false)
+		q := r.openWrites() // before Up and Opened: a writer who saw them may write
 		r.up.Store(true)
 		// After Up: whoever waits on Opened must see the port up.
 		r.openedOnce.Do(func() { close(r.opened) })
-		err = r.readPort(ctx, port, &now, emit, oversize)
+		err = r.readPort(ctx, port, q, &now, emit, oversize)
 		r.up.Store(false)
 		if ctx.Err() != nil {
 			// A whole frame held only because more bytes might have
@@ -284,10 +298,15 @@ func (r *Reader) run(ctx context.Context, onFrame func(Frame), failFirst bool) e
 }
 
 // readPort reads port until a read fails or ctx is done, and closes it.
-func (r *Reader) readPort(ctx context.Context, port serial.Port, now *time.Time, emit func([]byte), oversize func(int)) error {
+func (r *Reader) readPort(ctx context.Context, port serial.Port, q chan *WriteRequest, now *time.Time, emit func([]byte), oversize func(int)) error {
 	// A blocked Read cannot see ctx; closing the port wakes it.
 	stop := make(chan struct{})
 	watcherDone := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		r.writeLoop(port, q, stop)
+	}()
 	go func() {
 		defer close(watcherDone)
 		select {
@@ -311,8 +330,10 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, now *time.Time,
 			watchdog.Stop()
 		}
 		close(stop)
+		port.Close() // idempotent; wakes a write blocked by the line
 		<-watcherDone
-		port.Close() // idempotent
+		<-writerDone
+		r.closeWrites(q)
 	}()
 
 	armed := false // the idle read timeout is set
@@ -336,6 +357,7 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, now *time.Time,
 			r.bytes.Add(uint64(n))
 			r.cutter.Feed(r.buf[:n], emit, oversize)
 			r.noise.Store(r.cutter.Noise())
+			r.noteRead(*now)
 		}
 		switch {
 		case err != nil && silent.Load() && ctx.Err() == nil:
@@ -349,6 +371,7 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, now *time.Time,
 			if r.cutter.Flush(emit, oversize) {
 				r.flushed.Add(1)
 			}
+			r.noteBusy()
 		case n == 0:
 			return errNoData
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/serialcbd/serialcbd/asyncloop"
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/portio"
 )
 
 // DefaultMetricsAddr is where `run` serves /metrics, /healthz and /readyz
@@ -96,6 +97,11 @@ func ServeMetrics(ln net.Listener, d *Daemon, log *zap.Logger) *MetricsServer {
 		}
 		_ = json.NewEncoder(w).Encode(rd)
 	})
+	// Writes to ports: off unless a port has write: {http: true}.
+	mux.Handle("/ports/", portio.HTTPHandler(func(name string) (portio.HTTPPort, bool) {
+		cur := d.current()
+		return cur.tw.lookup(cur.cfg, name)
+	}))
 	m := &MetricsServer{
 		srv: &http.Server{
 			Handler:           mux,
@@ -213,6 +219,7 @@ func newMetricsRegistry(d *Daemon) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		newStatsCollector(d),
+		newTwoWayCollector(func() *twoWay { return d.current().tw }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
