@@ -27,7 +27,9 @@ type Frame struct {
 	Payload []byte
 	// Fields holds the named values a decoder found in the payload, as one
 	// JSON object ({"name":value,...}); nil when the port has no decoder or
-	// the decoder found nothing. Encoded once, where the frame is cut, so
+	// the decoder found nothing. A framer that knows what it cut (gnss:
+	// {"proto":"ubx","class":1,"id":7}) sets them at the read loop; a
+	// decoder that reads the payload replaces them. Encoded once, where the frame is cut, so
 	// every sink writes the same bytes and the spool keeps them.
 	Fields []byte
 }

@@ -79,7 +79,10 @@ type PortConfig struct {
 	// ends: PartialDrop (logged at debug) or PartialEmit (delivered as a
 	// frame, counted as flushed). "" is the framer's default: emit for
 	// idle framing, whose pending frame only waits for its gap, drop for
-	// the others, whose pending bytes lack their end.
+	// the others, whose pending bytes lack their end. An emitted partial
+	// frame is decoded as a whole one would be (SLIP and stx-etx escapes
+	// undone, STX and COBS code bytes removed). Framers whose frames are
+	// only known good by a checksum (gnss) refuse emit: see Validate.
 	PartialAtStop string
 	// WriteQueue bounds the write requests waiting for the port (see
 	// Reader.Write); a request beyond it fails at once. Default 16.
@@ -105,6 +108,9 @@ func (c PortConfig) Validate() error {
 	}
 	if p := c.PartialAtStop; p != "" && p != PartialDrop && p != PartialEmit {
 		add("partial frame at stop must be %q or %q, got %q", PartialEmit, PartialDrop, p)
+	}
+	if g, ok := innerFramer(c.Framer).(partialGuard); ok && c.PartialAtStop == PartialEmit {
+		add("%v", g.partialErr())
 	}
 	if c.DataBits != 0 && (c.DataBits < 5 || c.DataBits > 8) {
 		add("data bits must be 5..8, got %d", c.DataBits)

@@ -50,8 +50,11 @@ type Reader struct {
 	openedOnce sync.Once
 
 	bytes, frames, oversize, oversizeBytes, reconnects, silences atomic.Uint64
-	timeouts, flushed                                            atomic.Uint64
+	timeouts, flushed, noise                                     atomic.Uint64
 	up                                                           atomic.Bool
+
+	// fielder is the framer's fields capability, or nil.
+	fielder fielder
 
 	// Writes (see Write): wq is the open connection's queue, nil while the
 	// port is down; busy and lastRead (Unix ns) are published by the read
@@ -65,10 +68,11 @@ type Reader struct {
 	writes, writeBytes, writeErrors, writesMid atomic.Uint64
 
 	// Owned by the goroutine in Run.
-	seq    uint64
-	cutter *Cutter
-	buf    []byte // read buffer
-	slab   []byte // unused rest of the current payload block
+	fieldBuf [64]byte // the framer's fields for one frame, before carve
+	seq      uint64
+	cutter   *Cutter
+	buf      []byte // read buffer
+	slab     []byte // unused rest of the current payload block
 	// Oversize log rate limit: frames and bytes not yet reported.
 	ovLastLog                 time.Time
 	ovPendFrames, ovPendBytes int
@@ -95,6 +99,9 @@ type ReaderStats struct {
 	// in the bytes (all frames with idle framing, partial lines with a
 	// lines flush); they are counted in Frames too.
 	Flushed uint64
+	// Noise counts bytes dropped between frames (see Cutter.Noise): with
+	// gnss framing, bytes that are no valid NMEA, UBX or RTCM 3 packet.
+	Noise uint64
 	// Up is true while the port is open.
 	Up bool
 }
@@ -119,6 +126,7 @@ func NewReader(cfg PortConfig, log *zap.Logger) (*Reader, error) {
 	if f, ok := cfg.Framer.(IdleFlusher); ok {
 		r.idleGap = max(f.IdleGap(cfg), 0)
 	}
+	r.fielder, _ = innerFramer(cfg.Framer).(fielder)
 	return r, nil
 }
 
@@ -142,6 +150,7 @@ func (r *Reader) Stats() ReaderStats {
 		SilenceReopens: r.silences.Load(),
 		ReadTimeouts:   r.timeouts.Load(),
 		Flushed:        r.flushed.Load(),
+		Noise:          r.noise.Load(),
 		Up:             r.up.Load(),
 	}
 }
@@ -199,13 +208,19 @@ func (r *Reader) run(ctx context.Context, onFrame func(Frame), failFirst bool) e
 	var now time.Time
 	emit := func(p []byte) {
 		r.seq++
-		onFrame(Frame{
+		f := Frame{
 			ID:         r.gen.New(now),
 			Port:       r.cfg.Name,
 			Seq:        r.seq,
 			ReceivedAt: now,
 			Payload:    r.carve(p),
-		})
+		}
+		if r.fielder != nil {
+			if fl := r.fielder.appendFields(r.fieldBuf[:0], p); len(fl) > 0 {
+				f.Fields = r.carve(fl)
+			}
+		}
+		onFrame(f)
 		r.frames.Add(1)
 	}
 	oversize := func(n int) { r.noteOversize(n, now) }
@@ -251,6 +266,9 @@ func (r *Reader) run(ctx context.Context, onFrame func(Frame), failFirst bool) e
 		err = r.readPort(ctx, port, q, &now, emit, oversize)
 		r.up.Store(false)
 		if ctx.Err() != nil {
+			// A whole frame held only because more bytes might have
+			// extended it (a regex match) is a frame, not a partial one.
+			r.cutter.FlushComplete(emit)
 			if r.emitPartialAtStop() && r.cutter.Flush(emit, oversize) {
 				r.flushed.Add(1)
 			}
@@ -338,6 +356,7 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, q chan *WriteRe
 			*now = time.Now().UTC()
 			r.bytes.Add(uint64(n))
 			r.cutter.Feed(r.buf[:n], emit, oversize)
+			r.noise.Store(r.cutter.Noise())
 			r.noteRead(*now)
 		}
 		switch {
@@ -404,7 +423,7 @@ func (r *Reader) emitPartialAtStop() bool {
 	case PartialDrop:
 		return false
 	}
-	_, idle := r.cfg.Framer.(gapBounded)
+	_, idle := innerFramer(r.cfg.Framer).(gapBounded)
 	return idle
 }
 

@@ -113,6 +113,8 @@ mqtt://HOST[:PORT]/TOPIC or mqtts://…, nats://HOST[:PORT]/SUBJECT or tls://…
 file:PATH (JSON Lines), stdout.`
 	framingHelp = `Framings (--framing SPEC, or framing: in a config): lines (default), lines:DELIM
 (lines:\r\n), idle:Nc or idle:DUR (a silence ends a frame: idle:3.5c, idle:5ms), fixed:N,
-len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive], stx-etx[:esc=0xNN], slip, cobs,
-regex:EXPR; a lines spec may end with :flush=DUR.`
+len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive][:start=HEX][:adjust=±N][:max=N],
+between:STARTHEX:ENDHEX, stx-etx[:esc=0xNN], slip, cobs, gnss (NMEA mixed with UBX and RTCM 3),
+regex:EXPR; lines may add :flush=DUR and :include, and any spec :ready=HEX.
+'serialcbd monitor --guess' suggests one for an unknown device.`
 )

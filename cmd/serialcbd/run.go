@@ -100,7 +100,7 @@ regex:EXPR, json, hex, base64); a frame it cannot read is kept without.
 	f.StringVarP(&q.config, "config", "c", "", "YAML config file (see configs/example.yaml); excludes the quick-mode flags")
 	f.StringArrayVarP(&q.ports, "port", "p", nil, "serial port to read: PATH or NAME=PATH (repeatable)")
 	f.IntVarP(&q.baud, "baud", "b", 9600, "baud rate for --port")
-	f.StringVar(&q.framing, "framing", "lines", `framing for --port: lines, lines:DELIM ('lines:\r\n'), idle:3.5c, fixed:N, len:…, stx-etx, slip, cobs, regex:EXPR (see above)`)
+	f.StringVar(&q.framing, "framing", "lines", `framing for --port: lines, lines:DELIM such as 'lines:\r\n', gnss, slip, len:…, between:…; every spec is listed above`)
 	f.IntVar(&q.maxFrame, "max-frame", 65536, "longest frame in bytes; longer ones are counted, logged and skipped")
 	f.StringArrayVarP(&q.sinks, "sink", "s", nil, "sink spec (repeatable): sqlite:PATH, postgres://…, http(s)://…, mqtt(s)://…, nats://…, file:PATH, stdout (default "+defaultSink+")")
 	f.DurationVar(&q.drainTimeout, "drain-timeout", daemon.DefaultDrainTimeout, "how long a stop waits for in-flight frames")
