@@ -1,4 +1,4 @@
-package main
+package monitor
 
 import (
 	"context"
@@ -6,25 +6,23 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
-// guessMaxSample bounds the bytes monitor --guess looks at.
+// guessMaxSample bounds the bytes Guess looks at.
 const guessMaxSample = 4 << 20
 
-// guessMinGap is the shortest silence monitor --guess counts as a gap
-// between frames on a port (USB adapters deliver in bursts of about 1 ms).
+// guessMinGap is the shortest silence Guess counts as a gap between frames
+// on a port (USB adapters deliver in bursts of about 1 ms).
 const guessMinGap = 5 * time.Millisecond
 
 // runGuess reads a sample from the capture file or the port and prints
 // the framings that explain most of it, best first, with a suggestion.
-func runGuess(ctx context.Context, g *globals, o monitorOpts) error {
-	w := g.stdout
+func runGuess(ctx context.Context, o Options) error {
+	w := o.Out
 	if w == nil {
 		w = os.Stdout
 	}
@@ -32,29 +30,29 @@ func runGuess(ctx context.Context, g *globals, o monitorOpts) error {
 	var gaps []int
 	gap := time.Duration(0)
 	var from string
-	if o.file != "" {
-		f, err := os.Open(o.file)
+	if o.File != "" {
+		f, err := os.Open(o.File)
 		if err != nil {
 			return usagef("--file: %v", err)
 		}
 		defer f.Close()
 		sample, err = io.ReadAll(io.LimitReader(f, guessMaxSample))
 		if err != nil {
-			return fmt.Errorf("read %s: %w", o.file, err)
+			return fmt.Errorf("read %s: %w", o.File, err)
 		}
-		from = o.file
+		from = o.File
 	} else {
-		cfg := serialcb.PortConfig{Path: o.port, Baud: o.baud, DataBits: o.dataBits, Parity: serialcb.Parity(o.parity), StopBits: o.stopBits}
+		cfg := serialcb.PortConfig{Path: o.Port, Baud: o.Baud, DataBits: o.DataBits, Parity: serialcb.Parity(o.Parity), StopBits: o.StopBits}
 		if err := cfg.Validate(); err != nil {
 			return usagef("%v", err)
 		}
 		gap = max(guessMinGap, time.Duration(3.5*float64(cfg.CharTime())))
 		var err error
-		sample, gaps, err = samplePort(ctx, cfg, o.guessFor, gap)
+		sample, gaps, err = samplePort(ctx, cfg, o.GuessFor, gap)
 		if err != nil {
 			return err
 		}
-		from = fmt.Sprintf("%v of %s at %d baud, %d silences of %v or more", o.guessFor, o.port, o.baud, len(gaps), gap)
+		from = fmt.Sprintf("%v of %s at %d baud, %d silences of %v or more", o.GuessFor, o.Port, o.Baud, len(gaps), gap)
 	}
 	fmt.Fprintf(w, "# guessing from %d bytes (%s)\n", len(sample), from)
 	guesses := serialcb.GuessFraming(sample, gaps, gap)
@@ -86,9 +84,9 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// samplePort reads the port for d (or until ctx ends or the sample is
-// full) and returns the bytes and the offsets after which the line was
-// silent for at least gap.
+// samplePort reads the port for d (or until ctx ends, as on Ctrl-C, or the
+// sample is full) and returns the bytes and the offsets after which the
+// line was silent for at least gap.
 func samplePort(ctx context.Context, cfg serialcb.PortConfig, d, gap time.Duration) (sample []byte, gaps []int, err error) {
 	port, err := serialcb.Open(cfg)
 	if err != nil {
@@ -102,8 +100,6 @@ func samplePort(ctx context.Context, cfg serialcb.PortConfig, d, gap time.Durati
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM) // Ctrl-C ends the sample early
-	defer stop()
 	buf := make([]byte, 4096)
 	var last time.Time
 	for end := time.Now().Add(d); ctx.Err() == nil && len(sample) < guessMaxSample; {
