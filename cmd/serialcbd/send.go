@@ -156,7 +156,7 @@ func parseHex(args []string) ([]byte, error) {
 
 // sendBytes writes data to the port and waits until it is transmitted.
 func sendBytes(path string, baud int, data []byte) (n int, err error) {
-	if held, err := heldExclusively(path); err == nil && held {
+	if held, err := serialcb.HeldExclusively(path); err == nil && held {
 		return 0, fmt.Errorf("%s is held exclusively by another process (a serialcbd daemon without write: {http: true}, or another program; "+
 			"find it with `fuser -v %s`): not opening it, which would release that hold", path, path)
 	}

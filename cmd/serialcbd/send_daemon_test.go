@@ -45,7 +45,7 @@ func TestSendRefusesExclusivePort(t *testing.T) {
 	}
 	// The hold is intact: another open still fails for a non-root user,
 	// and the flag is still set for everyone.
-	if h, err := heldExclusively(pair.Path()); err != nil || !h {
+	if h, err := serialcb.HeldExclusively(pair.Path()); err != nil || !h {
 		t.Fatalf("hold after send: %v %v", h, err)
 	}
 }
@@ -99,7 +99,7 @@ func TestSendThroughDaemon(t *testing.T) {
 		t.Fatal("device did not get the bytes")
 	}
 	// The daemon's hold was never touched.
-	if h, err := heldExclusively(pair.Path()); err != nil || !h {
+	if h, err := serialcb.HeldExclusively(pair.Path()); err != nil || !h {
 		t.Fatalf("hold: %v %v", h, err)
 	}
 }

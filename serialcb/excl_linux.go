@@ -1,4 +1,4 @@
-package main
+package serialcb
 
 import (
 	"os"
@@ -10,11 +10,12 @@ import (
 // one of every Linux architecture serialcbd ships for (x/sys lacks it).
 const tiocgexcl = 0x80045440
 
-// heldExclusively reports whether another process holds the tty at path
+// HeldExclusively reports whether another process holds the tty at path
 // in exclusive mode (TIOCEXCL, as go.bug.st/serial and so serialcbd open
 // ports). Root may open such a port anyway, and closing it through
-// go.bug.st/serial would clear the hold: send asks first.
-func heldExclusively(path string) (bool, error) {
+// go.bug.st/serial would clear the hold: a program that writes to a port
+// another may own asks first.
+func HeldExclusively(path string) (bool, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 	if err != nil {
 		return false, err
