@@ -240,8 +240,11 @@ type Route struct {
 }
 
 // PrefixBytes returns Prefix with its escapes read.
-func (r Route) PrefixBytes() ([]byte, error) {
-	s := r.Prefix
+func (r Route) PrefixBytes() ([]byte, error) { return unescape(r.Prefix, "") }
+
+// unescape reads the escapes \r \n \t \\ \xNN \NNN \uNNNN of s (\xNN is
+// one byte); hint ends the message of a bad escape's error.
+func unescape(s, hint string) ([]byte, error) {
 	var b []byte
 	for s != "" {
 		if s[0] != '\\' {
@@ -251,7 +254,7 @@ func (r Route) PrefixBytes() ([]byte, error) {
 		}
 		c, multibyte, tail, err := strconv.UnquoteChar(s, '"')
 		if err != nil {
-			return nil, errors.New(`bad escape: valid are \r \n \t \\ \xNN \NNN \uNNNN`)
+			return nil, errors.New(`bad escape: valid are \r \n \t \\ \xNN \NNN \uNNNN` + hint)
 		}
 		if multibyte {
 			b = utf8.AppendRune(b, c)

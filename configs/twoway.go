@@ -2,14 +2,11 @@ package configs
 
 import (
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // Poll is one request a port sends on a schedule; the next frame after it
@@ -88,25 +85,7 @@ func ParseBytes(s string) ([]byte, error) {
 		}
 		return b, nil
 	}
-	var b []byte
-	for s != "" {
-		if s[0] != '\\' {
-			b = append(b, s[0])
-			s = s[1:]
-			continue
-		}
-		c, multibyte, tail, err := strconv.UnquoteChar(s, '"')
-		if err != nil {
-			return nil, errors.New(`bad escape: valid are \r \n \t \\ \xNN \NNN \uNNNN (or write hex:…)`)
-		}
-		if multibyte {
-			b = utf8.AppendRune(b, c)
-		} else {
-			b = append(b, byte(c))
-		}
-		s = tail
-	}
-	return b, nil
+	return unescape(s, " (or write hex:…)")
 }
 
 // WriteSource is a parsed write.from entry.
