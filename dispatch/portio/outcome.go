@@ -2,12 +2,11 @@ package portio
 
 import (
 	"bytes"
-	"encoding/base64"
 	"fmt"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
+	"github.com/serialcbd/serialcbd/dispatch"
 	"github.com/serialcbd/serialcbd/serialcb"
 	"github.com/serialcbd/serialcbd/serialcb/jsontext"
 )
@@ -54,18 +53,8 @@ func (r *Reply) MarshalJSON() ([]byte, error) {
 	b = strconv.AppendUint(b, r.Seq, 10)
 	b = append(b, `,"received_at":"`...)
 	b = r.ReceivedAt.UTC().AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","payload":`...)
-	if utf8.Valid(r.Payload) {
-		b = jsontext.AppendString(b, r.Payload)
-	} else {
-		b = append(b, '"')
-		b = base64.StdEncoding.AppendEncode(b, r.Payload)
-		b = append(b, `","encoding":"base64"`...)
-	}
-	if len(r.Fields) > 0 {
-		b = append(b, `,"fields":`...)
-		b = append(b, r.Fields...)
-	}
+	b = append(b, `",`...)
+	b = dispatch.AppendPayload(b, r.Payload, r.Fields)
 	return append(b, '}'), nil
 }
 
