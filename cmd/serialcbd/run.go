@@ -56,7 +56,11 @@ sum8); frames that fail are counted, logged at a limited rate and dropped.
 --decode SPEC adds named fields to every valid frame (nmea, csv:NAME,...,
 regex:EXPR, json, hex, base64); a frame it cannot read is kept without.
 
-Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdout.`,
+Sink specs: sqlite:PATH, http://… or https://…, postgres://…,
+mqtt://HOST[:PORT]/TOPIC, nats://HOST[:PORT]/SUBJECT,
+kafka://BROKER[,BROKER...]/TOPIC, amqp://HOST[:PORT]/EXCHANGE/ROUTINGKEY,
+file:PATH (JSON Lines), stdout. Broker settings (credentials, TLS) need a
+config file; see the README's Sinks section.`,
 		Example: `  serialcbd run --port /dev/ttyUSB0 --baud 115200
   serialcbd run --port gps=/dev/ttyACM0 --baud 9600 --sink sqlite:gps.db --sink http://127.0.0.1:8080/ingest
   serialcbd run --config /etc/serialcbd/config.yaml`,
@@ -100,7 +104,7 @@ Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdo
 	f.IntVarP(&q.baud, "baud", "b", 9600, "baud rate for --port")
 	f.StringVar(&q.framing, "framing", "lines", `framing for --port: lines, or lines:DELIM such as 'lines:\r\n'`)
 	f.IntVar(&q.maxFrame, "max-frame", 65536, "longest frame in bytes; longer ones are counted, logged and skipped")
-	f.StringArrayVarP(&q.sinks, "sink", "s", nil, "sink spec (repeatable): sqlite:PATH, http(s)://…, file:PATH, stdout (default "+defaultSink+")")
+	f.StringArrayVarP(&q.sinks, "sink", "s", nil, "sink spec (repeatable): sqlite:PATH, http(s)://…, postgres://…, mqtt://…, nats://…, kafka://…, amqp://…, file:PATH, stdout (default "+defaultSink+")")
 	f.DurationVar(&q.drainTimeout, "drain-timeout", daemon.DefaultDrainTimeout, "how long a stop waits for in-flight frames")
 	f.StringVar(&q.validate, "validate", "", "check every frame of --port: nmea, crc16-modbus, crc16-ccitt, crc32 or sum8; invalid frames are counted and dropped")
 	f.StringVar(&q.decode, "decode", "", "decode every valid frame of --port into named fields: "+decode.Kinds)
