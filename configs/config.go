@@ -165,6 +165,11 @@ type Port struct {
 	// without fields. "" decodes nothing. The spec is checked by
 	// serialcbd, which owns the decoders, at ports[i].decode.
 	Decode string `yaml:"decode"`
+	// Poll lists requests the daemon sends on a schedule, each reply
+	// matched to its request (see Poll).
+	Poll []Poll `yaml:"poll"`
+	// Write lets brokers and HTTP write to the port; nil: no writes.
+	Write *PortWrite `yaml:"write"`
 }
 
 // InvalidSink returns the sink named by on_invalid: sink:NAME, or "" when
@@ -518,6 +523,9 @@ func (c *Config) Validate() error {
 				return c.Errorf(key+"."+b.name, "must be a mapping of settings")
 			}
 		}
+	}
+	if err := c.checkTwoWay(); err != nil {
+		return err
 	}
 	if err := c.checkInvalid(ports); err != nil {
 		return err

@@ -79,8 +79,14 @@ type PortConfig struct {
 	// ends: PartialDrop (logged at debug) or PartialEmit (delivered as a
 	// frame, counted as flushed). "" is the framer's default: emit for
 	// idle framing, whose pending frame only waits for its gap, drop for
-	// the others, whose pending bytes lack their end.
+	// the others, whose pending bytes lack their end. An emitted partial
+	// frame is decoded as a whole one would be (SLIP and stx-etx escapes
+	// undone, STX and COBS code bytes removed). Framers whose frames are
+	// only known good by a checksum (gnss) refuse emit: see Validate.
 	PartialAtStop string
+	// WriteQueue bounds the write requests waiting for the port (see
+	// Reader.Write); a request beyond it fails at once. Default 16.
+	WriteQueue int
 }
 
 // PartialAtStop values.
@@ -103,6 +109,9 @@ func (c PortConfig) Validate() error {
 	if p := c.PartialAtStop; p != "" && p != PartialDrop && p != PartialEmit {
 		add("partial frame at stop must be %q or %q, got %q", PartialEmit, PartialDrop, p)
 	}
+	if g, ok := innerFramer(c.Framer).(partialGuard); ok && c.PartialAtStop == PartialEmit {
+		add("%v", g.partialErr())
+	}
 	if c.DataBits != 0 && (c.DataBits < 5 || c.DataBits > 8) {
 		add("data bits must be 5..8, got %d", c.DataBits)
 	}
@@ -123,6 +132,9 @@ func (c PortConfig) Validate() error {
 	}
 	if c.ReadBuffer < 0 || c.ReadBuffer > maxReadBuffer {
 		add("read buffer must be 0 (default %d) or 1..%d bytes, got %d", DefaultReadBuffer, maxReadBuffer, c.ReadBuffer)
+	}
+	if c.WriteQueue < 0 || c.WriteQueue > maxWriteQueue {
+		add("write queue must be 0 (default %d) or 1..%d requests, got %d", DefaultWriteQueue, maxWriteQueue, c.WriteQueue)
 	}
 	if c.SilenceTimeout < 0 {
 		add("silence timeout must not be negative (0 turns the watchdog off)")
@@ -181,6 +193,9 @@ func (c PortConfig) withDefaults() PortConfig {
 	}
 	if c.ReadBuffer == 0 {
 		c.ReadBuffer = DefaultReadBuffer
+	}
+	if c.WriteQueue == 0 {
+		c.WriteQueue = DefaultWriteQueue
 	}
 	if c.ReconnectMin == 0 {
 		c.ReconnectMin = DefaultReconnectMin

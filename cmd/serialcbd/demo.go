@@ -21,6 +21,7 @@ import (
 	"github.com/serialcbd/serialcbd/configs"
 	"github.com/serialcbd/serialcbd/dispatch/daemon"
 	"github.com/serialcbd/serialcbd/serialcb/vport"
+	modbus "github.com/serialcbd/serialcbd/serialcb/vport/meter"
 	"github.com/serialcbd/serialcbd/testdata"
 )
 
@@ -40,12 +41,14 @@ func newDemoCmd(g *globals) *cobra.Command {
 	var fl demoFlags
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Run the real pipeline on two virtual serial ports, no hardware needed",
-		Long: `demo creates two virtual serial ports inside the process (pseudo-terminals),
-plays recorded device streams through them at a real baud rate — a GPS
-receiver (NMEA) and an environment sensor (CSV) — and runs the same pipeline
-as 'run': read loops, event loop, sinks. Frames land in the embedded SQLite
-database; the summary shows where and how to look at them.`,
+		Short: "Run the real pipeline on virtual serial ports, no hardware needed",
+		Long: `demo creates three virtual serial ports inside the process (pseudo-terminals),
+plays recorded device streams through two of them at a real baud rate — a GPS
+receiver (NMEA) and an environment sensor (CSV) — polls a simulated Modbus
+RTU meter on the third every 200 ms, and runs the same pipeline as 'run':
+read loops, event loop, polling, sinks. Frames and the meter's replies land
+in the embedded SQLite database; the summary shows where and how to look at
+them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -80,6 +83,20 @@ func runDemo(ctx context.Context, g *globals, fl demoFlags) error {
 		pairs = append(pairs, p)
 		cfg.Ports = append(cfg.Ports, configs.Port{Name: r.port, Path: p.Path(), Baud: fl.baud})
 	}
+	// The polled device: a Modbus meter that only answers.
+	mp, err := vport.Open()
+	if err != nil {
+		return fmt.Errorf("create virtual port: %w", err)
+	}
+	pairs = append(pairs, mp)
+	cfg.Ports = append(cfg.Ports, configs.Port{Name: "meter", Path: mp.Path(), Baud: 9600, Parity: "even",
+		Framing: "idle:3.5c", Validate: "crc16-modbus",
+		Poll: []configs.Poll{{Name: "energy", Every: 200 * time.Millisecond, Send: "hex:010300000002C40B",
+			ReplyTimeout: 200 * time.Millisecond, Retries: 1}}})
+	meterCtx, stopMeter := context.WithCancel(ctx)
+	var meterDone sync.WaitGroup
+	defer func() { stopMeter(); _ = mp.Close(); meterDone.Wait() }()
+	meterDone.Go(func() { _ = (&modbus.Meter{Delay: 5 * time.Millisecond}).Serve(meterCtx, mp) })
 	cfg.Sinks = append(cfg.Sinks, configs.Sink{Name: "sqlite", URL: "sqlite:" + fl.db})
 	for i, s := range fl.sinks {
 		cfg.Sinks = append(cfg.Sinks, configs.Sink{Name: fmt.Sprintf("extra-%d", i+1), URL: s})
@@ -119,8 +136,8 @@ func runDemo(ctx context.Context, g *globals, fl demoFlags) error {
 		total += countLines(r.data)
 	}
 	bytesTotal := len(recs[0].data) + len(recs[1].data)
-	printf(g.stdout, "serialcbd demo: playing %d recorded frames (%s) through %d virtual ports at %d baud into %s\n",
-		total, sizeOf(bytesTotal), len(pairs), fl.baud, fl.db)
+	printf(g.stdout, "serialcbd demo: playing %d recorded frames (%s) through 2 virtual ports at %d baud, polling a Modbus meter on a third, into %s\n",
+		total, sizeOf(bytesTotal), fl.baud, fl.db)
 	start := time.Now()
 	var played sync.WaitGroup
 	progress := make([]int, len(recs))
@@ -158,7 +175,7 @@ func runDemo(ctx context.Context, g *globals, fl demoFlags) error {
 	deadline := time.Now().Add(5 * time.Second)
 	for ctx.Err() == nil && time.Now().Before(deadline) {
 		st := d.Stats()
-		if int(st.Submitted) >= total && st.Delivered+st.Failed >= st.Submitted {
+		if int(recordedFrames(d)) >= total && st.Delivered+st.Failed >= st.Submitted {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -197,7 +214,8 @@ func play(ctx context.Context, p *vport.Pair, data []byte, baud int, progress fu
 func summary(g *globals, d *daemon.Daemon, dbPath string, expected int, elapsed time.Duration) error {
 	st := d.Stats()
 	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-	printf(g.stdout, "\ndone in %.1fs: %d frames read (%d expected), %.0f frames/s (paced by the baud rate)\n\n", elapsed.Seconds(), st.Submitted, expected, float64(st.Submitted)/elapsed.Seconds())
+	read := recordedFrames(d)
+	printf(g.stdout, "\ndone in %.1fs: %d frames read (%d expected), %.0f frames/s (paced by the baud rate)\n\n", elapsed.Seconds(), read, expected, float64(read)/elapsed.Seconds())
 	fmt.Fprintln(w, "SINK\tDELIVERED\tFAILED\tRETRIED")
 	for _, s := range st.Sinks {
 		fmt.Fprintf(w, "%s\t%d\t%d\t%d\n", s.Name, s.Delivered, s.Failed, s.Retried)
@@ -230,6 +248,12 @@ func summary(g *globals, d *daemon.Daemon, dbPath string, expected int, elapsed 
 	if err := errors.Join(rows.Err(), w.Flush()); err != nil {
 		return err
 	}
+	if s, ok := d.PortIOStats("meter"); ok {
+		for _, q := range s.Polls {
+			printf(g.stdout, "\npolled meter/%s: %d requests, %d replies (stored with fields poll, request_id, rtt_us), %d timeouts, %d invalid, %d skipped\n",
+				q.Name, q.Sent, q.Replies, q.Timeouts, q.Invalid, q.Skipped)
+		}
+	}
 	var id, port, at string
 	var payload []byte
 	if err := db.QueryRow(`SELECT id, port, received_at, payload FROM frames WHERE port = 'gps' ORDER BY id DESC LIMIT 1`).Scan(&id, &port, &at, &payload); err == nil {
@@ -240,6 +264,17 @@ func summary(g *globals, d *daemon.Daemon, dbPath string, expected int, elapsed 
 		return fmt.Errorf("demo: %d of %d frames delivered, %d failed", st.Delivered, expected, st.Failed)
 	}
 	return nil
+}
+
+// recordedFrames counts the frames read from the two recorded streams; the
+// meter's replies are counted apart.
+func recordedFrames(d *daemon.Daemon) uint64 {
+	var n uint64
+	for _, name := range []string{"gps", "env-sensor"} {
+		s, _ := d.ReaderStats(name)
+		n += s.Frames
+	}
+	return n
 }
 
 func isTerminal(w any) bool {

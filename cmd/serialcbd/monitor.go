@@ -27,6 +27,8 @@ type monitorOpts struct {
 	baud, maxFrame, dataBits              int
 	stopBits                              float64
 	hexDump                               bool
+	guess                                 bool
+	guessFor                              time.Duration
 }
 
 // newMonitorCmd returns `serialcbd monitor`: it shows frames as they are
@@ -34,7 +36,7 @@ type monitorOpts struct {
 func newMonitorCmd(g *globals) *cobra.Command {
 	var o monitorOpts
 	cmd := &cobra.Command{
-		Use:   "monitor (--port PATH | --file CAPTURE) [--framing SPEC] [--validate SPEC] [--decode SPEC]",
+		Use:   "monitor (--port PATH | --file CAPTURE) [--framing SPEC] [--validate SPEC] [--decode SPEC] [--guess]",
 		Short: "Show frames live as they are cut, with their checksum verdict",
 		Long: `monitor reads a serial port (or a recorded capture with --file), cuts the
 stream with --framing and prints one line per frame: time, sequence number,
@@ -44,10 +46,19 @@ valid frame is followed by the fields the decoder finds, as the daemon would
 store them, or by why it could not read the frame. Nothing is delivered to
 any sink. Use it to find the right framing and decoder for an unknown device.
 
-Framing specs: lines, lines:<delim>, lines[:<delim>]:flush=DUR, idle:Nc, idle:DUR,
-fixed:N, len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive], stx-etx[:esc=0xNN],
-slip, cobs, regex:EXPR. idle: needs --port (a file has no timing); its
-character time follows --baud, --data-bits, --parity and --stop-bits.
+With --guess, monitor reads the port for --guess-for (or the capture file)
+and lists the framings and checksums that explain most of the bytes, with
+the share each explains, then suggests the best: text lines, NMEA sentences,
+gnss, SLIP, COBS, a length after a sync byte, and on a port, idle gaps.
+
+Framing specs: lines, lines:<delim>, lines[:<delim>]:flush=DUR, lines[:<delim>]:include,
+idle:Nc, idle:DUR, idle:…:on_full=emit, fixed:N,
+len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive][:start=HEX][:adjust=±N][:max=N],
+between:STARTHEX:ENDHEX[:include], stx-etx[:esc=0xNN], slip, cobs,
+gnss (NMEA 0183 mixed with u-blox UBX and RTCM 3), regex:EXPR; any spec may
+end with :ready=HEX (discard bytes until HEX is seen once after open).
+idle: needs --port (a file has no timing); its character time follows
+--baud, --data-bits, --parity and --stop-bits.
 Validators: nmea, crc16-modbus, crc16-ccitt, crc32, sum8.
 Decoders: ` + decode.Kinds + `.`,
 		Args: cobra.NoArgs,
@@ -65,6 +76,8 @@ Decoders: ` + decode.Kinds + `.`,
 	f.StringVar(&o.decode, "decode", "", "decoder to show each valid frame's fields with (see above)")
 	f.IntVar(&o.maxFrame, "max-frame", serialcb.DefaultMaxFrame, "largest frame in bytes; longer ones are dropped and shown")
 	f.BoolVar(&o.hexDump, "hex", false, "always show payloads as a hex dump")
+	f.BoolVar(&o.guess, "guess", false, "suggest the framing and checksum that explain the most bytes instead of showing frames")
+	f.DurationVar(&o.guessFor, "guess-for", 5*time.Second, "how long --guess reads --port")
 	return cmd
 }
 
@@ -77,17 +90,25 @@ type monitor struct {
 	frames, invalid, overs int
 	undecoded              int
 	fields                 []byte // dec's output, reused
+	framer                 serialcb.Framer
+	framed                 []byte // the framer's fields (gnss), reused
 }
 
 func runMonitor(ctx context.Context, g *globals, o monitorOpts) error {
 	if (o.port == "") == (o.file == "") {
 		return usagef("monitor: give exactly one of --port and --file")
 	}
+	if o.guess {
+		if o.guessFor <= 0 {
+			return usagef("--guess-for must be positive, such as 5s")
+		}
+		return runGuess(ctx, g, o)
+	}
 	framer, err := serialcb.ParseFraming(o.framing)
 	if err != nil {
 		return usagef("--framing: %v", err)
 	}
-	m := &monitor{w: g.stdout, hexDump: o.hexDump}
+	m := &monitor{w: g.stdout, hexDump: o.hexDump, framer: framer}
 	if m.w == nil {
 		m.w = os.Stdout
 	}
@@ -176,6 +197,7 @@ func (m *monitor) file(path string, framer serialcb.Framer, maxFrame int) error 
 	if fl, ok := framer.(serialcb.IdleFlusher); ok && fl.IdleGap(serialcb.PortConfig{Baud: 9600}) > 0 {
 		c.Flush(emit, oversize) // lines:…:flush=: the end of the file is silence
 	}
+	c.FlushComplete(emit) // a regex match that waited for bytes that never came
 	if p := c.Pending(); len(p) > 0 {
 		fmt.Fprintf(m.w, "# partial frame at end of file: %d bytes %s\n", len(p), render(p, false))
 	}
@@ -205,6 +227,11 @@ func (m *monitor) frame(t time.Time, seq uint64, p []byte) {
 	b.WriteByte(' ')
 	b.WriteString(render(p, m.hexDump))
 	b.WriteByte('\n')
+	if m.framed = serialcb.AppendFields(m.framer, m.framed[:0], p); len(m.framed) > 0 && m.dec == nil {
+		b.WriteString("  fields ")
+		b.Write(m.framed)
+		b.WriteByte('\n')
+	}
 	if m.dec != nil && valid {
 		var err error
 		m.fields, err = m.dec.Append(m.fields[:0], p)

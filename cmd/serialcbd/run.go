@@ -102,7 +102,7 @@ config file; see the README's Sinks section.`,
 	f.StringVarP(&q.config, "config", "c", "", "YAML config file (see configs/example.yaml); excludes the quick-mode flags")
 	f.StringArrayVarP(&q.ports, "port", "p", nil, "serial port to read: PATH or NAME=PATH (repeatable)")
 	f.IntVarP(&q.baud, "baud", "b", 9600, "baud rate for --port")
-	f.StringVar(&q.framing, "framing", "lines", `framing for --port: lines, or lines:DELIM such as 'lines:\r\n'`)
+	f.StringVar(&q.framing, "framing", "lines", `framing for --port: lines, lines:DELIM such as 'lines:\r\n', gnss, slip, len:…, between:…; all specs in 'serialcbd monitor --help'`)
 	f.IntVar(&q.maxFrame, "max-frame", 65536, "longest frame in bytes; longer ones are counted, logged and skipped")
 	f.StringArrayVarP(&q.sinks, "sink", "s", nil, "sink spec (repeatable): sqlite:PATH, http(s)://…, postgres://…, mqtt://…, nats://…, kafka://…, amqp://…, file:PATH, stdout (default "+defaultSink+")")
 	f.DurationVar(&q.drainTimeout, "drain-timeout", daemon.DefaultDrainTimeout, "how long a stop waits for in-flight frames")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/serialcbd/serialcbd/asyncloop"
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/portio"
 )
 
 // DefaultMetricsAddr is where `run` serves /metrics, /healthz and /readyz
@@ -96,6 +97,11 @@ func ServeMetrics(ln net.Listener, d *Daemon, log *zap.Logger) *MetricsServer {
 		}
 		_ = json.NewEncoder(w).Encode(rd)
 	})
+	// Writes to ports: off unless a port has write: {http: true}.
+	mux.Handle("/ports/", portio.HTTPHandler(func(name string) (portio.HTTPPort, bool) {
+		cur := d.current()
+		return cur.tw.lookup(cur.cfg, name)
+	}))
 	m := &MetricsServer{
 		srv: &http.Server{
 			Handler:           mux,
@@ -213,6 +219,7 @@ func newMetricsRegistry(d *Daemon) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		newStatsCollector(d),
+		newTwoWayCollector(func() *twoWay { return d.current().tw }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -226,6 +233,7 @@ type statsCollector struct {
 
 	portBytes, portFrames, portOversize, portOversizeBytes, portUp, portReconnects *prometheus.Desc
 	portInvalid, portLastFrameAge, portFlushed, portSilenceReopens, portUndecoded  *prometheus.Desc
+	portNoise                                                                      *prometheus.Desc
 	sinkDelivered, sinkFailed, sinkRetried, sinkPending, sinkInflight, sinkUp      *prometheus.Desc
 	sinkSpooled, sinkDead, sinkSpoolFrames, sinkSpoolBytes, sinkSpoolDropped       *prometheus.Desc
 	sinkSpoolCorrupt, sinkLatency                                                  *prometheus.Desc
@@ -258,6 +266,7 @@ func newStatsCollector(d *Daemon) *statsCollector {
 		portUndecoded:      port("undecoded_frames_total", "Valid frames the port's decoder could not read; delivered without fields."),
 		portFlushed:        port("flushed_frames_total", "Frames ended by silence (idle framing, or a lines flush) rather than a delimiter."),
 		portSilenceReopens: port("silence_reopens_total", "Reopens forced by the silence watchdog (silence_timeout)."),
+		portNoise:          port("noise_bytes_total", "Bytes dropped between frames: garbage, empty lines, packets failing their checksum (gnss), a banner before ready=."),
 		sinkDelivered:      sink("delivered_total", "Frames the sink acknowledged."),
 		sinkSpooled:        sink("spooled_total", "Frames written to the sink's on-disk spool."),
 		sinkDead:           sink("dead_lettered_total", "Frames the sink will never take, written to its dead-letter file."),
@@ -288,7 +297,7 @@ func newStatsCollector(d *Daemon) *statsCollector {
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.portBytes, c.portFrames, c.portOversize, c.portOversizeBytes, c.portUp, c.portReconnects, c.portInvalid,
-		c.portLastFrameAge, c.portFlushed, c.portSilenceReopens, c.portUndecoded,
+		c.portLastFrameAge, c.portFlushed, c.portSilenceReopens, c.portUndecoded, c.portNoise,
 		c.sinkDelivered, c.sinkFailed, c.sinkRetried, c.sinkPending, c.sinkInflight, c.sinkUp,
 		c.sinkSpooled, c.sinkDead, c.sinkSpoolFrames, c.sinkSpoolBytes, c.sinkSpoolDropped, c.sinkSpoolCorrupt, c.sinkLatency,
 		c.submitted, c.delivered, c.failed, c.throttled, c.unrouted,
@@ -324,6 +333,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.portUp, up, name)
 		counter(c.portFlushed, st.Flushed, name)
 		counter(c.portSilenceReopens, st.SilenceReopens, name)
+		counter(c.portNoise, st.Noise, name)
 		if last := p.lastFrame.Load(); last > 0 {
 			gauge(c.portLastFrameAge, time.Since(time.Unix(0, last)).Seconds(), name)
 		}
