@@ -358,9 +358,9 @@ func (e *Error) Error() string {
 
 // Load reads, expands and checks a configuration file.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readLimited(path)
 	if err != nil {
-		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read config: %v", err)}
+		return nil, err
 	}
 	return Parse(path, data, os.LookupEnv)
 }
@@ -369,6 +369,9 @@ func Load(path string) (*Config, error) {
 // is replaced by lookup(NAME); an unset variable without a default is an
 // error, so a missing secret stops the start instead of reaching a sink.
 func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	if len(data) > MaxFileSize {
+		return nil, sizeError(file, int64(len(data)))
+	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, yamlSyntaxError(file, err)
@@ -378,6 +381,9 @@ func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Confi
 		return nil, &Error{File: file, Msg: "config is empty: see `serialcbd validate --example` for a starting point"}
 	}
 	root := doc.Content[0]
+	if err := checkCounts(file, root); err != nil {
+		return nil, err
+	}
 	if err := expandEnv(file, root, lookup); err != nil {
 		return nil, err
 	}
@@ -479,6 +485,9 @@ func (c *Config) Validate() error {
 		return c.Errorf("loop", "sizes and timeouts must not be negative")
 	}
 	if err := c.checkSpool(); err != nil {
+		return err
+	}
+	if err := c.checkMetricsAddr(); err != nil {
 		return err
 	}
 	if len(c.Ports) == 0 {

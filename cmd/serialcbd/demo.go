@@ -131,6 +131,11 @@ func runDemo(ctx context.Context, g *globals, fl demoFlags) error {
 		return err
 	}
 
+	earlier, since := earlierFrames(fl.db)
+	if earlier > 0 {
+		printf(g.stdout, "note: %s already holds %d frames from earlier runs; this run adds to them and the summary counts its own (delete the file for a fresh table)\n",
+			fl.db, earlier)
+	}
 	total := 0
 	for _, r := range recs {
 		total += countLines(r.data)
@@ -152,6 +157,13 @@ func runDemo(ctx context.Context, g *globals, fl demoFlags) error {
 	tty := isTerminal(g.stdout)
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
+	render := func() {
+		mu.Lock()
+		sent := progress[0] + progress[1]
+		mu.Unlock()
+		st := d.Stats()
+		printf(g.stdout, "\r  %s %3d%%  frames read %5d  delivered %5d ", bar(sent, bytesTotal, 30), sent*100/bytesTotal, recordedFrames(d), st.Delivered)
+	}
 	for waiting := true; waiting; {
 		select {
 		case <-done:
@@ -160,16 +172,10 @@ func runDemo(ctx context.Context, g *globals, fl demoFlags) error {
 			waiting = false
 		case <-tick.C:
 		}
-		if !tty && waiting {
-			continue // no progress bar into a pipe or a file: just the summary
+		if tty && waiting {
+			render() // no progress bar into a pipe or a file: just the summary
 		}
-		mu.Lock()
-		sent := progress[0] + progress[1]
-		mu.Unlock()
-		st := d.Stats()
-		printf(g.stdout, "\r  %s %3d%%  frames read %5d  delivered %5d ", bar(sent, bytesTotal, 30), sent*100/bytesTotal, st.Submitted, st.Delivered)
 	}
-	printf(g.stdout, "\n")
 	// Wait for the tail of the stream to be read and delivered, then stop
 	// the way SIGTERM does.
 	deadline := time.Now().Add(5 * time.Second)
@@ -182,10 +188,15 @@ func runDemo(ctx context.Context, g *globals, fl demoFlags) error {
 	}
 	elapsed := time.Since(start)
 	stopRun()
-	if err := <-runErr; err != nil {
+	err = <-runErr
+	if tty {
+		render() // the final counts, which the summary repeats
+		printf(g.stdout, "\n")
+	}
+	if err != nil {
 		return err
 	}
-	return summary(g, d, fl.db, total, elapsed)
+	return summary(g, d, fl.db, since, total, elapsed)
 }
 
 // play writes data into the device side of a virtual port at baud/10 bytes
@@ -211,7 +222,9 @@ func play(ctx context.Context, p *vport.Pair, data []byte, baud int, progress fu
 	return nil
 }
 
-func summary(g *globals, d *daemon.Daemon, dbPath string, expected int, elapsed time.Duration) error {
+// summary prints what this run did; since is the largest frame id of the
+// earlier runs in dbPath ("" for none), so that only this run's rows count.
+func summary(g *globals, d *daemon.Daemon, dbPath, since string, expected int, elapsed time.Duration) error {
 	st := d.Stats()
 	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	read := recordedFrames(d)
@@ -229,12 +242,16 @@ func summary(g *globals, d *daemon.Daemon, dbPath string, expected int, elapsed 
 		return err
 	}
 	defer db.Close()
-	rows, err := db.Query(`SELECT port, count(*), max(seq) FROM frames GROUP BY port ORDER BY port`)
+	rows, err := db.Query(`SELECT port, count(*), max(seq) FROM frames WHERE id > ? GROUP BY port ORDER BY port`, since)
 	if err != nil {
 		return fmt.Errorf("read back %s: %w", abs, err)
 	}
 	defer rows.Close()
-	printf(g.stdout, "\nin %s, table frames:\n", abs)
+	if since != "" {
+		printf(g.stdout, "\nin %s, table frames, the rows of this run (earlier runs' rows are there too):\n", abs)
+	} else {
+		printf(g.stdout, "\nin %s, table frames:\n", abs)
+	}
 	w = tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "  PORT\tROWS\tLAST SEQ")
 	for rows.Next() {
@@ -264,6 +281,26 @@ func summary(g *globals, d *daemon.Daemon, dbPath string, expected int, elapsed 
 		return fmt.Errorf("demo: %d of %d frames delivered, %d failed", st.Delivered, expected, st.Failed)
 	}
 	return nil
+}
+
+// earlierFrames returns how many frames the demo database at path holds
+// already, and the largest id among them (ids are time-ordered): 0 and ""
+// when there is no such file or table.
+func earlierFrames(path string) (n int64, maxID string) {
+	if _, err := os.Stat(path); err != nil {
+		return 0, ""
+	}
+	abs, _ := filepath.Abs(path)
+	db, err := sql.Open("sqlite", "file:"+abs+"?mode=ro")
+	if err != nil {
+		return 0, ""
+	}
+	defer db.Close()
+	var id sql.NullString
+	if err := db.QueryRow(`SELECT count(*), max(id) FROM frames`).Scan(&n, &id); err != nil {
+		return 0, ""
+	}
+	return n, id.String
 }
 
 // recordedFrames counts the frames read from the two recorded streams; the

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/serialcbd/serialcbd/asyncloop"
+	"github.com/serialcbd/serialcbd/configs"
 	"github.com/serialcbd/serialcbd/dispatch"
 	"github.com/serialcbd/serialcbd/dispatch/portio"
 )
@@ -31,26 +33,54 @@ const (
 	readyLoopWait          = time.Second
 )
 
-// ListenMetrics binds the metrics address before anything else starts, so
-// that a typo is a usage error (exit 2) and a busy port a runtime error
-// (exit 1), both before a serial port is opened. An empty addr disables the
-// server: it returns a nil listener and no error.
+// MetricsAddr picks the metrics address: the flag when it was given
+// (flagSet), else the config's metrics_addr, else flag (its default).
+// setting names where the address comes from, for errors: "--metrics-addr"
+// or "metrics_addr (FILE:LINE)".
+func MetricsAddr(cfg *configs.Config, flag string, flagSet bool) (addr, setting string) {
+	if flagSet || cfg == nil || cfg.MetricsAddr == nil {
+		return flag, "--metrics-addr"
+	}
+	setting = "metrics_addr"
+	if f := cfg.File(); f != "" {
+		setting = fmt.Sprintf("metrics_addr (%s:%d)", f, cfg.Pos("metrics_addr"))
+	}
+	return *cfg.MetricsAddr, setting
+}
+
+// ListenMetrics is ListenMetricsAt for an address given by --metrics-addr.
 func ListenMetrics(addr string) (net.Listener, error) {
+	return ListenMetricsAt(addr, "--metrics-addr")
+}
+
+// ListenMetricsAt binds the metrics address before anything else starts,
+// before a serial port is opened. A typo, an address in use (another
+// instance: restarting would not help) or one this host lacks is a usage
+// error (exit 2) naming setting, the place to change it (see MetricsAddr);
+// other failures are runtime errors (exit 1). An empty addr disables the
+// server: it returns a nil listener and no error.
+func ListenMetricsAt(addr, setting string) (net.Listener, error) {
 	if addr == "" {
 		return nil, nil
 	}
 	if err := CheckHostPort(addr); err != nil {
-		return nil, Usagef("--metrics-addr %q: %v", addr, err)
+		return nil, Usagef("%s %q: %v", setting, addr, err)
 	}
 	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics server: %w", err)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, Usagef("metrics server: %v: another process listens on %s (another serialcbd instance?): give each instance its own address with %s, or \"\" to turn the server off",
+			err, addr, setting)
+	case errors.Is(err, syscall.EADDRNOTAVAIL), errors.Is(err, syscall.EACCES):
+		return nil, Usagef("metrics server: %v: change %s", err, setting)
+	case err != nil:
+		return nil, fmt.Errorf("metrics server: %w (change %s)", err, setting)
 	}
 	return ln, nil
 }
 
 // CheckHostPort accepts HOST:PORT with a numeric port, HOST possibly empty
-// (every interface) or a bracketed IPv6 address.
+// (every interface), an IP address (IPv6 in brackets) or a host name.
 func CheckHostPort(addr string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -59,7 +89,7 @@ func CheckHostPort(addr string) error {
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
 	}
-	return nil
+	return configs.CheckListenAddr(addr)
 }
 
 // MetricsServer serves /metrics, /healthz and /readyz for one daemon. It

@@ -17,6 +17,7 @@ import (
 	"github.com/serialcbd/serialcbd/dispatch/mqttsink"
 	"github.com/serialcbd/serialcbd/dispatch/natssink"
 	"github.com/serialcbd/serialcbd/dispatch/pgsink"
+	"github.com/serialcbd/serialcbd/dispatch/sinkconf"
 	"github.com/serialcbd/serialcbd/dispatch/sqlsink"
 )
 
@@ -176,7 +177,17 @@ func (r *Registry) lookup(spec string) (*sinkKind, error) {
 			}
 		}
 	}
-	return nil, fmt.Errorf("unknown sink %q: expected %s", spec, r.usages())
+	return nil, fmt.Errorf("unknown sink %q: expected %s", sinkconf.Redact(spec), r.usages())
+}
+
+// Prefixes returns the spec prefixes of every sink kind ("sqlite:",
+// "http://", …), for help texts and their tests.
+func (r *Registry) Prefixes() []string {
+	var p []string
+	for _, k := range r.kinds {
+		p = append(p, k.prefixes...)
+	}
+	return p
 }
 
 func (r *Registry) usages() string {
@@ -194,7 +205,7 @@ func (r *Registry) target(cfg *configs.Config, i int, log *zap.Logger) (dispatch
 	key := fmt.Sprintf("sinks[%d]", i)
 	fail := func(path string, err error) error {
 		if cfg.File() == "" {
-			return Usagef("--sink %q: %v", s.URL, err)
+			return Usagef("--sink %q: %v", sinkconf.Redact(s.URL), err)
 		}
 		return cfg.Errorf(path, "%v", err)
 	}

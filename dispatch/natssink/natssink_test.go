@@ -74,6 +74,7 @@ func TestValidate(t *testing.T) {
 		{name: "wildcard", edit: func(c *Config) { c.Subject = "a.>" }, err: "wildcard"},
 		{name: "bad server", edit: func(c *Config) { c.Server = "http://x:1" }, err: "want nats://"},
 		{name: "bad port", edit: func(c *Config) { c.Server = "nats://x:99999" }, err: "port"},
+		{name: "bad host", edit: func(c *Config) { c.Server = "nats://-x-:4222" }, err: `host "-x-": not a valid host name`},
 		{name: "format", edit: func(c *Config) { c.Format = "xml" }, key: "format", err: "format \"xml\""},
 		{name: "missing_field", edit: func(c *Config) { c.MissingField = "a.b" }, key: "missing_field", err: "one non-empty subject token"},
 		{name: "missing_field empty", edit: func(c *Config) { c.MissingField = "" }, key: "missing_field", err: "missing_field"},
