@@ -202,6 +202,8 @@ type Sink struct {
 	Postgres    yaml.Node `yaml:"postgres"`
 	MQTT        yaml.Node `yaml:"mqtt"`
 	NATS        yaml.Node `yaml:"nats"`
+	Kafka       yaml.Node `yaml:"kafka"`
+	AMQP        yaml.Node `yaml:"amqp"`
 }
 
 // Batch bounds how frames are grouped into one write.

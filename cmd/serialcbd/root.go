@@ -110,6 +110,7 @@ const (
 	sinkHelp = `Sinks (--sink SPEC, or url: in a config): sqlite:PATH,
 postgres://USER@HOST[:PORT]/DB or postgresql://…, http://HOST[:PORT]/PATH or https://…,
 mqtt://HOST[:PORT]/TOPIC or mqtts://…, nats://HOST[:PORT]/SUBJECT or tls://…,
+kafka://BROKER[,BROKER...]/TOPIC or kafkas://…, amqp://HOST[:PORT]/EXCHANGE/ROUTINGKEY or amqps://…,
 file:PATH (JSON Lines), stdout.`
 	framingHelp = `Framings (--framing SPEC, or framing: in a config): lines (default), lines:DELIM
 (lines:\r\n), idle:Nc or idle:DUR (a silence ends a frame: idle:3.5c, idle:5ms), fixed:N,

@@ -102,7 +102,7 @@ regex:EXPR, json, hex, base64); a frame it cannot read is kept without.
 	f.IntVarP(&q.baud, "baud", "b", 9600, "baud rate for --port")
 	f.StringVar(&q.framing, "framing", "lines", `framing for --port: lines, lines:DELIM such as 'lines:\r\n', gnss, slip, len:…, between:…; every spec is listed above`)
 	f.IntVar(&q.maxFrame, "max-frame", 65536, "longest frame in bytes; longer ones are counted, logged and skipped")
-	f.StringArrayVarP(&q.sinks, "sink", "s", nil, "sink spec (repeatable): sqlite:PATH, postgres://…, http(s)://…, mqtt(s)://…, nats://…, file:PATH, stdout (default "+defaultSink+")")
+	f.StringArrayVarP(&q.sinks, "sink", "s", nil, "sink spec (repeatable): sqlite:PATH, postgres://…, http(s)://…, mqtt(s)://…, nats://…, kafka://…, amqp(s)://…, file:PATH, stdout (default "+defaultSink+")")
 	f.DurationVar(&q.drainTimeout, "drain-timeout", daemon.DefaultDrainTimeout, "how long a stop waits for in-flight frames")
 	f.StringVar(&q.validate, "validate", "", "check every frame of --port: nmea, crc16-modbus, crc16-ccitt, crc32 or sum8; invalid frames are counted and dropped")
 	f.StringVar(&q.decode, "decode", "", "decode every valid frame of --port into named fields: "+decode.Kinds)

@@ -143,6 +143,10 @@ func build(cfg *configs.Config, reg *Registry, log *zap.Logger) (*Daemon, error)
 		Workers:      cfg.Loop.Workers,
 		BlockTimeout: cfg.Loop.BlockTimeout,
 		OnUnobserved: func(err error) { log.Error("a failed future was never checked (bug)", zap.Error(err)) },
+		OnCallbackPanic: func(pe *asyncloop.PanicError) {
+			log.Error("a callback on the event loop panicked (bug); recovered, the loop goes on",
+				zap.Any("panic", pe.Value), zap.ByteString("stack", pe.Stack))
+		},
 	}
 	if lo.QueueSize == 0 {
 		lo.QueueSize = 8192

@@ -268,7 +268,7 @@ type statsCollector struct {
 	sinkSpooled, sinkDead, sinkSpoolFrames, sinkSpoolBytes, sinkSpoolDropped       *prometheus.Desc
 	sinkSpoolCorrupt, sinkLatency                                                  *prometheus.Desc
 	submitted, delivered, failed, throttled, unrouted                              *prometheus.Desc
-	loopQueued, loopRunning, loopUnobserved, loopRejected                          *prometheus.Desc
+	loopQueued, loopRunning, loopUnobserved, loopRejected, loopCallbackPanics      *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*statsCollector)(nil)
@@ -319,6 +319,7 @@ func newStatsCollector(d *Daemon) *statsCollector {
 		loopRunning:        plain("loop_running_handlers", "Handlers (sink writes) running now."),
 		loopUnobserved:     plain("loop_unobserved_failures_total", "Failed futures whose error nobody read (a bug; see the logs)."),
 		loopRejected:       plain("loop_rejected_total", "Tasks refused by the event loop (queue full, not running, closed)."),
+		loopCallbackPanics: plain("loop_callback_panics_total", "Callbacks on the event loop that panicked and were recovered (a bug; see the logs)."),
 	}
 }
 
@@ -330,7 +331,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.sinkDelivered, c.sinkFailed, c.sinkRetried, c.sinkPending, c.sinkInflight, c.sinkUp,
 		c.sinkSpooled, c.sinkDead, c.sinkSpoolFrames, c.sinkSpoolBytes, c.sinkSpoolDropped, c.sinkSpoolCorrupt, c.sinkLatency,
 		c.submitted, c.delivered, c.failed, c.throttled, c.unrouted,
-		c.loopQueued, c.loopRunning, c.loopUnobserved, c.loopRejected,
+		c.loopQueued, c.loopRunning, c.loopUnobserved, c.loopRejected, c.loopCallbackPanics,
 	} {
 		ch <- d
 	}
@@ -402,4 +403,5 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.loopRunning, float64(ls.Running))
 	counter(c.loopUnobserved, ls.Unobserved)
 	counter(c.loopRejected, ls.Rejected)
+	counter(c.loopCallbackPanics, ls.CallbackPanics)
 }

@@ -10,8 +10,10 @@ import (
 
 	"github.com/serialcbd/serialcbd/configs"
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/amqpsink"
 	"github.com/serialcbd/serialcbd/dispatch/httpsink"
 	"github.com/serialcbd/serialcbd/dispatch/jsonlsink"
+	"github.com/serialcbd/serialcbd/dispatch/kafkasink"
 	"github.com/serialcbd/serialcbd/dispatch/mqttsink"
 	"github.com/serialcbd/serialcbd/dispatch/natssink"
 	"github.com/serialcbd/serialcbd/dispatch/pgsink"
@@ -110,6 +112,24 @@ func NewRegistry() *Registry {
 			build:    builder(natssink.ParseSpec, natssink.New, natsLane),
 		},
 		{
+			prefixes: []string{"kafka://", "kafkas://"},
+			usage:    "kafka://BROKER[,BROKER...]/TOPIC",
+			block:    "kafka",
+			// A Write waits for acks=all of its records; two in flight keep
+			// the brokers busy while the previous acks come back.
+			build: builder(kafkasink.ParseSpec, kafkasink.New,
+				fixedLane[kafkasink.Config](dispatch.Options{MaxBatch: 500, MaxInflight: 2})),
+		},
+		{
+			prefixes: []string{"amqp://", "amqps://"},
+			usage:    "amqp://HOST[:PORT]/EXCHANGE/ROUTINGKEY",
+			block:    "amqp",
+			// Publishes are serialised on one channel; confirms come back
+			// while the next batch is published.
+			build: builder(amqpsink.ParseSpec, amqpsink.New,
+				fixedLane[amqpsink.Config](dispatch.Options{MaxBatch: 500, MaxInflight: 2})),
+		},
+		{
 			prefixes: []string{"file:", "stdout"},
 			usage:    "file:PATH or stdout",
 			block:    "file",
@@ -194,7 +214,7 @@ func (r *Registry) target(cfg *configs.Config, i int, log *zap.Logger) (dispatch
 		return dispatch.Target{}, fail(key+".url", err)
 	}
 	blocks := map[string]*yaml.Node{"http": &s.HTTP, "sqlite": &s.SQLite, "file": &s.File,
-		"postgres": &s.Postgres, "mqtt": &s.MQTT, "nats": &s.NATS}
+		"postgres": &s.Postgres, "mqtt": &s.MQTT, "nats": &s.NATS, "kafka": &s.Kafka, "amqp": &s.AMQP}
 	for name, n := range blocks {
 		if n.Kind != 0 && name != kind.block {
 			return dispatch.Target{}, fail(key+"."+name, fmt.Errorf("a %s block does not apply to %s (this sink reads a %q block)", name, kind.usage, kind.block))

@@ -213,3 +213,27 @@ func TestStreamSubject(t *testing.T) {
 		t.Errorf("StreamSubject %q", got)
 	}
 }
+
+func TestSubjectCovers(t *testing.T) {
+	tests := []struct {
+		filter, pattern string
+		want            bool
+	}{
+		{"a.b", "a.b", true},
+		{"a.*", "a.*", true},
+		{"a.*", "a.b", true},
+		{"a.>", "a.*.c", true},
+		{"a.>", "a", false},
+		{">", "a.*", true},
+		{"a.b", "a.*", false}, // takes only one of the subjects
+		{"a.*.c", "a.*.d", false},
+		{"a.*", "a.*.c", false},
+		{"a.*.c", "a.*", false},
+		{"*.*", "a.*", true},
+	}
+	for _, tt := range tests {
+		if got := subjectCovers(tt.filter, tt.pattern); got != tt.want {
+			t.Errorf("subjectCovers(%q, %q) = %v, want %v", tt.filter, tt.pattern, got, tt.want)
+		}
+	}
+}
