@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/serialcbd/serialcbd/configs"
+	"github.com/serialcbd/serialcbd/serialcb"
 	"github.com/serialcbd/serialcbd/serialcb/decode"
 )
 
@@ -46,7 +46,7 @@ gives in-flight frames until the drain deadline to reach their sinks, and exits 
 
 Quick mode needs no file: each --port is read with --baud and --framing, and
 its frames go to every --sink (default ` + defaultSink + `).
-A port is named after its device file (ttyUSB0); use NAME=PATH to choose.
+A port is named after its device (ttyUSB0, COM3); use NAME=PATH to choose.
 
 A port missing at start is waited for: it is opened when it appears, while
 the other ports run. --require-ports makes a missing port an error (exit 2).
@@ -152,7 +152,7 @@ func (q *quickFlags) quickConfig() (*configs.Config, error) {
 		name, path, ok := strings.Cut(p, "=")
 		if !ok {
 			path = p
-			name = filepath.Base(p)
+			name = serialcb.DefaultName(p)
 		}
 		if path == "" || name == "" {
 			return nil, usagef("--port %q: expected PATH or NAME=PATH", p)
