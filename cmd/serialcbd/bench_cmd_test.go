@@ -5,13 +5,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
 
-	"github.com/serialcbd/serialcbd/dispatch/httpsink"
+	"github.com/serialcbd/serialcbd/dispatch/daemon/bench"
 )
 
 // runBenchCmd runs `serialcbd bench ARGS` in-process, the way run() does,
@@ -32,22 +30,22 @@ func runBenchCmd(t *testing.T, args ...string) (code int, stdout, stderr string)
 	return code, out.String(), errb.String()
 }
 
-func benchJSON(t *testing.T, args ...string) benchReport {
+func benchJSON(t *testing.T, args ...string) bench.Report {
 	t.Helper()
 	code, stdout, stderr := runBenchCmd(t, append(args, "--json")...)
 	if code != exitOK {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	var rep benchReport
+	var rep bench.Report
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("output is not JSON: %v\n%s", err, stdout)
 	}
 	return rep
 }
 
-func checkBench(t *testing.T, rep benchReport, frames int) {
+func checkBench(t *testing.T, rep bench.Report, frames int) {
 	t.Helper()
-	for name, r := range map[string]benchResult{"raw": rep.Raw, "serialcbd": rep.Serialcbd} {
+	for name, r := range map[string]bench.Result{"raw": rep.Raw, "serialcbd": rep.Serialcbd} {
 		if r.Sent != frames || r.Delivered != frames || r.Lost != 0 || r.Failed != 0 {
 			t.Errorf("%s: sent %d, delivered %d, lost %d, failed %d; want %d, %d, 0, 0", name, r.Sent, r.Delivered, r.Lost, r.Failed, frames, frames)
 		}
@@ -85,28 +83,6 @@ func TestBenchHTTPNDJSON(t *testing.T) {
 	checkBench(t, rep, 3000)
 	if !strings.HasPrefix(rep.Sink, "http-ndjson") {
 		t.Errorf("sink label %q", rep.Sink)
-	}
-}
-
-func TestBenchReceiverChecksNDJSONLines(t *testing.T) {
-	h := benchReceiver(true)
-	for _, tt := range []struct {
-		body, frames string
-		code         int
-	}{
-		{"{}\n{}\n", "2", http.StatusNoContent},
-		{"{}\n{}\n", "3", http.StatusBadRequest},
-		{"{}\n", "", http.StatusBadRequest},
-	} {
-		req := httptest.NewRequest(http.MethodPost, "/ingest", strings.NewReader(tt.body))
-		if tt.frames != "" {
-			req.Header.Set(httpsink.FramesHeader, tt.frames)
-		}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code != tt.code {
-			t.Errorf("body %q, frames %q: %d, want %d", tt.body, tt.frames, rec.Code, tt.code)
-		}
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	_ "modernc.org/sqlite" // the driver sqlsink uses; the summary reads the rows back
 
 	"github.com/serialcbd/serialcbd/configs"
+	"github.com/serialcbd/serialcbd/dispatch/daemon"
 	"github.com/serialcbd/serialcbd/serialcb/vport"
 	"github.com/serialcbd/serialcbd/testdata"
 )
@@ -98,16 +99,15 @@ func runDemo(ctx context.Context, g *globals, fl demoFlags) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	d, err := build(cfg, newRegistry(), log)
+	ready := make(chan struct{})
+	d, err := daemon.New(cfg, log, daemon.Options{Ready: func() { close(ready) }})
 	if err != nil {
 		return err
 	}
-	ready := make(chan struct{})
-	d.ready = func() { close(ready) }
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	runErr := make(chan error, 1)
-	go func() { runErr <- d.run(runCtx) }()
+	go func() { runErr <- d.Run(runCtx) }()
 	select {
 	case <-ready:
 	case err := <-runErr:
@@ -149,7 +149,7 @@ func runDemo(ctx context.Context, g *globals, fl demoFlags) error {
 		mu.Lock()
 		sent := progress[0] + progress[1]
 		mu.Unlock()
-		st := d.disp.Stats()
+		st := d.Stats()
 		printf(g.stdout, "\r  %s %3d%%  frames read %5d  delivered %5d ", bar(sent, bytesTotal, 30), sent*100/bytesTotal, st.Submitted, st.Delivered)
 	}
 	printf(g.stdout, "\n")
@@ -157,7 +157,7 @@ func runDemo(ctx context.Context, g *globals, fl demoFlags) error {
 	// the way SIGTERM does.
 	deadline := time.Now().Add(5 * time.Second)
 	for ctx.Err() == nil && time.Now().Before(deadline) {
-		st := d.disp.Stats()
+		st := d.Stats()
 		if int(st.Submitted) >= total && st.Delivered+st.Failed >= st.Submitted {
 			break
 		}
@@ -194,8 +194,8 @@ func play(ctx context.Context, p *vport.Pair, data []byte, baud int, progress fu
 	return nil
 }
 
-func summary(g *globals, d *daemon, dbPath string, expected int, elapsed time.Duration) error {
-	st := d.disp.Stats()
+func summary(g *globals, d *daemon.Daemon, dbPath string, expected int, elapsed time.Duration) error {
+	st := d.Stats()
 	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	printf(g.stdout, "\ndone in %.1fs: %d frames read (%d expected), %.0f frames/s (paced by the baud rate)\n\n", elapsed.Seconds(), st.Submitted, expected, float64(st.Submitted)/elapsed.Seconds())
 	fmt.Fprintln(w, "SINK\tDELIVERED\tFAILED\tRETRIED")

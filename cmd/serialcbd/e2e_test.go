@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/serialcbd/serialcbd/serialcb/vport"
 )
 
 var (
@@ -406,4 +408,14 @@ func TestEndToEndPortAppearsLater(t *testing.T) {
 	if got := readJSONL(t, out); len(got) != 2 || string(got[0]) != "hello" || string(got[1]) != "world" {
 		t.Errorf("frames %q, want hello, world", got)
 	}
+}
+
+func openLink(t *testing.T, path string) *vport.Pair {
+	t.Helper()
+	p, err := vport.OpenLink(path)
+	if err != nil {
+		t.Skipf("no virtual ports here: %v", err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
 }

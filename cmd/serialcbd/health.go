@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/serialcbd/serialcbd/dispatch/daemon"
 	"github.com/spf13/cobra"
 )
 
@@ -42,14 +43,14 @@ loopback address.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&fl.addr, "addr", defaultMetricsAddr, "the daemon's --metrics-addr, HOST:PORT")
+	f.StringVar(&fl.addr, "addr", daemon.DefaultMetricsAddr, "the daemon's --metrics-addr, HOST:PORT")
 	f.DurationVar(&fl.timeout, "timeout", 2*time.Second, "give up after this long")
 	f.BoolVar(&fl.ready, "ready", false, "ask /readyz (every port open, loop running) instead of /healthz")
 	return cmd
 }
 
 func runHealth(ctx context.Context, g *globals, fl healthFlags) error {
-	if err := checkHostPort(fl.addr); err != nil {
+	if err := daemon.CheckHostPort(fl.addr); err != nil {
 		return usagef("--addr %q: %v", fl.addr, err)
 	}
 	if fl.timeout <= 0 {

@@ -2,11 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/serialcbd/serialcbd/configs"
+	"github.com/serialcbd/serialcbd/dispatch/daemon"
+	"github.com/serialcbd/serialcbd/serialcb/vport"
+	"go.uber.org/zap"
 )
 
 func TestHealthCmd(t *testing.T) {
@@ -77,8 +84,7 @@ func TestHealthCmd(t *testing.T) {
 
 // The probe against the real metrics server of a running pipeline.
 func TestHealthCmdAgainstDaemon(t *testing.T) {
-	p := startPipeline(t, true)
-	addr := strings.TrimPrefix(p.base, "http://")
+	addr := startMetricsDaemon(t)
 	for _, args := range [][]string{{"--addr", addr}, {"--addr", addr, "--ready"}} {
 		var out bytes.Buffer
 		cmd := newHealthCmd(&globals{stdout: &out, stderr: &out})
@@ -88,4 +94,53 @@ func TestHealthCmdAgainstDaemon(t *testing.T) {
 			t.Errorf("health %v: %v", args, err)
 		}
 	}
+}
+
+// startMetricsDaemon runs a daemon in-process on one virtual port, with its
+// metrics server on a free loopback port, until the test ends; it returns
+// the server's address once the port is open.
+func startMetricsDaemon(t *testing.T) string {
+	t.Helper()
+	pair, err := vport.Open()
+	if err != nil {
+		t.Skipf("no virtual ports here: %v", err)
+	}
+	t.Cleanup(func() { _ = pair.Close() })
+	cfg := &configs.Config{
+		Ports:    []configs.Port{{Name: "dev", Path: pair.Path(), Baud: 115200}},
+		Sinks:    []configs.Sink{{Name: "file", URL: "file:" + filepath.Join(t.TempDir(), "out.jsonl")}},
+		StateDir: t.TempDir(),
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	d, err := daemon.New(cfg, zap.NewNop(), daemon.Options{Ready: func() { close(ready) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := daemon.ListenMetrics("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := daemon.ServeMetrics(ln, d, zap.NewNop())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+		if err := ms.Close(); err != nil {
+			t.Errorf("metrics server close: %v", err)
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		done <- err
+		t.Fatalf("daemon stopped before it was ready: %v", err)
+	}
+	return ln.Addr().String()
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/serialcbd/serialcbd/configs"
+	"github.com/serialcbd/serialcbd/dispatch/daemon"
 )
 
 // Exit codes, part of the user-facing contract.
@@ -44,18 +45,11 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	return exitCode(err)
 }
 
-// usageError is a mistake in the command line or configuration: exit 2.
-type usageError struct{ err error }
-
-func (e *usageError) Error() string { return e.err.Error() }
-func (e *usageError) Unwrap() error { return e.err }
-
-func usagef(format string, args ...any) error {
-	return &usageError{err: fmt.Errorf(format, args...)}
-}
+// usagef returns a mistake in the command line or configuration: exit 2.
+func usagef(format string, args ...any) error { return daemon.Usagef(format, args...) }
 
 func exitCode(err error) int {
-	var ue *usageError
+	var ue *daemon.UsageError
 	var ce *configs.Error
 	if errors.As(err, &ue) || errors.As(err, &ce) {
 		return exitUsage

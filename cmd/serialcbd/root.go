@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/serialcbd/serialcbd/dispatch/daemon"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -36,7 +37,7 @@ Try it with no hardware:  serialcbd demo`,
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &daemon.UsageError{Err: err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default info)")
 	pf.StringVar(&g.logFormat, "log-format", "", "log format: console or json (default console)")

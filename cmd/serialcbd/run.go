@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/serialcbd/serialcbd/configs"
+	"github.com/serialcbd/serialcbd/dispatch/daemon"
 	"github.com/serialcbd/serialcbd/serialcb"
 	"github.com/serialcbd/serialcbd/serialcb/decode"
 )
@@ -69,25 +70,27 @@ Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdo
 				return err
 			}
 			defer func() { _ = log.Sync() }()
-			ln, err := listenMetrics(q.metricsAddr)
+			ln, err := daemon.ListenMetrics(q.metricsAddr)
 			if err != nil {
 				return err
 			}
-			d, err := build(cfg, newRegistry(), log)
+			var opts daemon.Options
+			if q.config != "" {
+				// SIGHUP: the same file, with the same flag overrides.
+				opts.Load = func() (*configs.Config, error) { return q.load(cmd) }
+			}
+			d, err := daemon.New(cfg, log, opts)
 			if err != nil {
 				if ln != nil {
 					_ = ln.Close()
 				}
 				return err
 			}
-			if q.config != "" {
-				// SIGHUP: the same file, with the same flag overrides.
-				d.load = func() (*configs.Config, error) { return q.load(cmd) }
-			}
-			ms := serveMetrics(ln, d, log)
+			ms := daemon.ServeMetrics(ln, d, log)
+			// cmd.Context() ends when the Windows service is told to stop.
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			err = d.run(ctx)
+			err = d.Run(ctx)
 			return errors.Join(err, ms.Close())
 		},
 	}
@@ -98,13 +101,13 @@ Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdo
 	f.StringVar(&q.framing, "framing", "lines", `framing for --port: lines, or lines:DELIM such as 'lines:\r\n'`)
 	f.IntVar(&q.maxFrame, "max-frame", 65536, "longest frame in bytes; longer ones are counted, logged and skipped")
 	f.StringArrayVarP(&q.sinks, "sink", "s", nil, "sink spec (repeatable): sqlite:PATH, http(s)://…, file:PATH, stdout (default "+defaultSink+")")
-	f.DurationVar(&q.drainTimeout, "drain-timeout", defaultDrainTimeout, "how long a stop waits for in-flight frames")
+	f.DurationVar(&q.drainTimeout, "drain-timeout", daemon.DefaultDrainTimeout, "how long a stop waits for in-flight frames")
 	f.StringVar(&q.validate, "validate", "", "check every frame of --port: nmea, crc16-modbus, crc16-ccitt, crc32 or sum8; invalid frames are counted and dropped")
 	f.StringVar(&q.decode, "decode", "", "decode every valid frame of --port into named fields: "+decode.Kinds)
 	f.BoolVar(&q.requirePorts, "require-ports", false, "exit 2 if a port is missing at start instead of waiting for it")
 	f.StringVar(&q.stateDir, "state-dir", configs.DefaultStateDir, "directory of the sinks' spools and dead letters (overrides state_dir)")
 	f.BoolVar(&q.spool, "spool", true, "store frames on disk until each sink has them (--spool=false: memory only; a crash loses frames in flight)")
-	f.StringVar(&q.metricsAddr, "metrics-addr", defaultMetricsAddr, `HOST:PORT serving /metrics, /healthz and /readyz ("" disables; ":9464" for every interface)`)
+	f.StringVar(&q.metricsAddr, "metrics-addr", daemon.DefaultMetricsAddr, `HOST:PORT serving /metrics, /healthz and /readyz ("" disables; ":9464" for every interface)`)
 	return cmd
 }
 

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/daemon"
 	"github.com/serialcbd/serialcbd/dispatch/deadletter"
 	"github.com/serialcbd/serialcbd/dispatch/spool"
 	"github.com/serialcbd/serialcbd/serialcb"
@@ -59,7 +60,7 @@ func newSpoolFixture(t *testing.T) *spoolFixture {
 	for i := 1; i <= 5; i++ {
 		frames = append(frames, frame(i, fmt.Sprintf("$GPGGA,%d*5B", i)))
 	}
-	s, err := spool.Open(spool.Options{Dir: opSpoolDir(fx.dir, "api")}, zap.NewNop())
+	s, err := spool.Open(spool.Options{Dir: daemon.SpoolDir(fx.dir, "api")}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func newSpoolFixture(t *testing.T) *spoolFixture {
 		{Sink: "api", Frame: frame(7, "\xb5\x62\x01\x07\xff\x00"), Err: "attempts exhausted: http 503", Attempts: 5, FailedAt: failed.Add(time.Second)},
 		{Sink: "api", Frame: withFields, Err: "http 400", Attempts: 1, FailedAt: failed.Add(2 * time.Second)},
 	}
-	ds, err := deadletter.Open(opDeadPath(fx.dir, "api"))
+	ds, err := deadletter.Open(daemon.DeadLetterPath(fx.dir, "api"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +96,7 @@ func newSpoolFixture(t *testing.T) *spoolFixture {
 		t.Fatal(err)
 	}
 
-	s, err = spool.Open(spool.Options{Dir: opSpoolDir(fx.dir, "db")}, zap.NewNop())
+	s, err = spool.Open(spool.Options{Dir: daemon.SpoolDir(fx.dir, "db")}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +112,7 @@ func newSpoolFixture(t *testing.T) *spoolFixture {
 // lock opens the sink's spool the way the running daemon holds it.
 func (fx *spoolFixture) lock(t *testing.T, sink string) *spool.Spool {
 	t.Helper()
-	s, err := spool.Open(spool.Options{Dir: opSpoolDir(fx.dir, sink)}, zap.NewNop())
+	s, err := spool.Open(spool.Options{Dir: daemon.SpoolDir(fx.dir, sink)}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +123,7 @@ func (fx *spoolFixture) lock(t *testing.T, sink string) *spool.Spool {
 // readSpool returns every frame a consumer would get from the sink's spool.
 func (fx *spoolFixture) readSpool(t *testing.T, sink string) []*serialcb.Frame {
 	t.Helper()
-	s, err := spool.Open(spool.Options{Dir: opSpoolDir(fx.dir, sink)}, zap.NewNop())
+	s, err := spool.Open(spool.Options{Dir: daemon.SpoolDir(fx.dir, sink)}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +265,7 @@ func TestSpoolDeadList(t *testing.T) {
 	}
 
 	// A torn last line (crash during a write) is reported, not fatal.
-	f, err := os.OpenFile(opDeadPath(fx.dir, "api"), os.O_WRONLY|os.O_APPEND, 0)
+	f, err := os.OpenFile(daemon.DeadLetterPath(fx.dir, "api"), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +282,7 @@ func TestSpoolDeadList(t *testing.T) {
 // into the spool, keeps damaged lines aside and removes the dead file.
 func TestSpoolDeadReplay(t *testing.T) {
 	fx := newSpoolFixture(t)
-	deadPath := opDeadPath(fx.dir, "api")
+	deadPath := daemon.DeadLetterPath(fx.dir, "api")
 	before, err := os.ReadFile(deadPath)
 	if err != nil {
 		t.Fatal(err)
@@ -367,7 +368,7 @@ func TestSpoolDeadReplayAsksOnTerminal(t *testing.T) {
 	if code != exitRuntime || !strings.Contains(out, "Replay? [y/N]") || !strings.Contains(errs, "aborted") {
 		t.Errorf("answer n: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
 	}
-	if _, err := os.Stat(opDeadPath(fx.dir, "api")); err != nil {
+	if _, err := os.Stat(daemon.DeadLetterPath(fx.dir, "api")); err != nil {
 		t.Fatalf("aborted replay removed the dead letters: %v", err)
 	}
 	code, out, errs = answer("y")
@@ -413,7 +414,7 @@ func TestSpoolPurge(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "3 dead letter(s)") || !strings.Contains(out, "deleted 3 dead letter(s)") {
 		t.Fatalf("purge --dead: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
 	}
-	if _, err := os.Stat(opDeadPath(fx.dir, "api")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(daemon.DeadLetterPath(fx.dir, "api")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("dead-letter file left: %v", err)
 	}
 	code, out, _ = runSpoolCLI(t, nil, "spool", "purge", "--state-dir", fx.dir, "--sink", "api", "--yes")

@@ -5,6 +5,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/serialcbd/serialcbd/configs"
+	"github.com/serialcbd/serialcbd/dispatch/daemon"
 )
 
 func newValidateCmd(g *globals) *cobra.Command {
@@ -30,11 +31,11 @@ Exit status: 0 valid, 2 invalid.`,
 			if err != nil {
 				return err
 			}
-			d, err := build(cfg, newRegistry(), zap.NewNop())
+			d, err := daemon.New(cfg, zap.NewNop(), daemon.Options{})
 			if err != nil {
 				return err
 			}
-			if err := d.disp.Close(); err != nil {
+			if err := d.Close(); err != nil {
 				return err
 			}
 			printf(g.stdout, "%s: ok (%d ports, %d sinks, %d routes)\n", file, len(cfg.Ports), len(cfg.Sinks), len(cfg.Routes))

@@ -30,6 +30,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/serialcbd/serialcbd/dispatch"
@@ -146,33 +147,10 @@ func splitTable(s string) (schema, table string, err error) {
 }
 
 func isIdent(s string) bool {
-	if s == "" || len(s) > maxIdentLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '_', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
-		case '0' <= c && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
+	return len(s) <= maxIdentLen && sinkconf.IsName(s)
 }
 
-func isEnvName(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '_', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
-		case '0' <= c && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return s != ""
-}
+func isEnvName(s string) bool { return sinkconf.IsName(s) }
 
 // redactValue shows at most the start of a value that may be a secret.
 func redactValue(s string) string {
@@ -280,10 +258,11 @@ func (s *Sink) Start(ctx context.Context) error {
 	if s.pool != nil {
 		return nil
 	}
-	cc, err := pgx.ParseConfig(s.cfg.URL)
+	pc, err := pgxpool.ParseConfig(s.cfg.URL)
 	if err != nil {
 		return fmt.Errorf("postgres sink: url %s: %w", s.safeURL, err)
 	}
+	cc := pc.ConnConfig
 	if s.cfg.PasswordEnv != "" {
 		pw, ok := os.LookupEnv(s.cfg.PasswordEnv)
 		if !ok {
@@ -297,7 +276,11 @@ func (s *Sink) Start(ctx context.Context) error {
 	if cc.RuntimeParams["application_name"] == "" {
 		cc.RuntimeParams["application_name"] = DefaultApplicationName
 	}
-	s.pool = newPool(cc, s.cfg.MaxConns)
+	p, err := newPool(pc, s.cfg.MaxConns)
+	if err != nil {
+		return fmt.Errorf("postgres sink: %w", err)
+	}
+	s.pool = p
 
 	pctx, cancel := context.WithTimeout(ctx, cc.ConnectTimeout)
 	defer cancel()

@@ -2,146 +2,93 @@ package pgsink
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// pool is a bounded set of connections. pgxpool would do, but it needs
-// github.com/jackc/puddle/v2, which the module does not require; the sink
-// needs little: a bound, reuse, and dropping broken connections.
+// pool is the sink's pgxpool with what the sink keeps per connection. The
+// pool bounds the connections (max_conns), reuses the warmest, drops the
+// broken ones, checks idle ones in the background (pgxpool's health check,
+// every minute) and replaces each after its lifetime (pgxpool's defaults:
+// an hour, or 30 minutes idle).
 type pool struct {
-	cfg *pgx.ConnConfig
-	sem chan struct{} // a token per connection handed out or being opened
+	*pgxpool.Pool
 	// pingAfter is defaultPingAfter but in tests.
 	pingAfter time.Duration
-
-	mu     sync.Mutex // guards idle and closed
-	idle   []*conn    // LIFO: the warmest connection first
-	closed bool
+	// broken is when a connection was last found dead (UnixNano): the idle
+	// ones likely died with it, so each is pinged before reuse.
+	broken atomic.Int64
+	state  sync.Map // *pgx.Conn → *connState
 }
 
-// conn is a pooled connection and what the sink set up on it.
+// connState is what the sink set up on a connection.
+type connState struct {
+	staged bool // the COPY staging table exists (methodCopy)
+}
+
+// conn is an acquired connection and its state. Release it with
+// pool.release.
 type conn struct {
-	*pgx.Conn
-	idleSince time.Time
-	staged    bool // the COPY staging table exists (methodCopy)
+	*pgxpool.Conn
+	*connState
 }
-
-// errPoolClosed fails an acquire after Close.
-var errPoolClosed = errors.New("postgres sink closed")
 
 // defaultPingAfter is how long a connection may sit idle before acquire pings it,
 // so that one the server closed meanwhile (a restart, an administrator's
 // pg_terminate_backend, an idle timeout, a NAT that forgot it) is replaced
-// rather than failing a write. pgxpool does the same after 1s.
+// rather than failing a write. pgxpool's own default is the same.
 const defaultPingAfter = time.Second
 
-func newPool(cfg *pgx.ConnConfig, size int) *pool {
-	return &pool{cfg: cfg, sem: make(chan struct{}, size), pingAfter: defaultPingAfter}
+// newPool builds the pool without connecting; cfg comes from
+// pgxpool.ParseConfig.
+func newPool(cfg *pgxpool.Config, size int) (*pool, error) {
+	p := &pool{pingAfter: defaultPingAfter}
+	cfg.MaxConns = int32(size)
+	cfg.MinConns = 0
+	cfg.ShouldPing = p.shouldPing
+	cfg.BeforeClose = func(c *pgx.Conn) { p.state.Delete(c) }
+	pp, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, err
+	}
+	p.Pool = pp
+	return p, nil
+}
+
+func (p *pool) shouldPing(_ context.Context, sp pgxpool.ShouldPingParams) bool {
+	return sp.IdleDuration >= p.pingAfter || time.Now().Add(-sp.IdleDuration).UnixNano() <= p.broken.Load()
 }
 
 // acquire returns an idle connection or opens one. It waits for a free
 // place while size connections are in use, until ctx ends.
 func (p *pool) acquire(ctx context.Context) (*conn, error) {
-	select {
-	case p.sem <- struct{}{}:
-	default:
-		select {
-		case p.sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("wait for one of %d connections (max_conns) in use: %w", cap(p.sem), context.Cause(ctx))
-		}
-	}
-	for {
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			<-p.sem
-			return nil, errPoolClosed
-		}
-		var c *conn
-		if n := len(p.idle); n > 0 {
-			c = p.idle[n-1]
-			p.idle[n-1] = nil
-			p.idle = p.idle[:n-1]
-		}
-		p.mu.Unlock()
-		if c == nil {
-			break
-		}
-		if time.Since(c.idleSince) < p.pingAfter || c.Ping(ctx) == nil {
-			return c, nil
-		}
-		closeConn(ctx, c)
-	}
-	pc, err := pgx.ConnectConfig(ctx, p.cfg)
+	c, err := p.Acquire(ctx)
 	if err != nil {
-		<-p.sem
+		if st := p.Stat(); ctx.Err() != nil && st.AcquiredConns() >= st.MaxConns() {
+			return nil, fmt.Errorf("wait for one of %d connections (max_conns) in use: %w", st.MaxConns(), context.Cause(ctx))
+		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	return &conn{Conn: pc}, nil
+	st, _ := p.state.LoadOrStore(c.Conn(), &connState{})
+	return &conn{Conn: c, connState: st.(*connState)}, nil
 }
 
-// release gives c back, or closes it when it is broken, inside a
-// transaction (a write interrupted by its context), or the pool is closed.
-func (p *pool) release(ctx context.Context, c *conn) {
-	defer func() { <-p.sem }()
-	if c.IsClosed() {
-		// The connection died (a server restart, a network cut): the idle
-		// ones likely died with it, however fresh. Ping each before reuse,
-		// so that the next writes do not fail on them one by one.
-		p.mu.Lock()
-		for _, ic := range p.idle {
-			ic.idleSince = time.Time{}
-		}
-		p.mu.Unlock()
-		closeConn(ctx, c)
-		return
+// release gives c back; pgxpool closes it instead when it is broken or
+// inside a transaction (a write interrupted by its context).
+func (p *pool) release(_ context.Context, c *conn) {
+	if c.Conn.Conn().IsClosed() {
+		// The connection died (a server restart, a network cut): ping the
+		// idle ones before reuse, so that the next writes do not fail on
+		// them one by one.
+		p.broken.Store(time.Now().UnixNano())
 	}
-	if c.PgConn().IsBusy() || c.PgConn().TxStatus() != 'I' {
-		closeConn(ctx, c)
-		return
-	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		closeConn(ctx, c)
-		return
-	}
-	c.idleSince = time.Now()
-	p.idle = append(p.idle, c)
-	p.mu.Unlock()
+	c.Release()
 }
 
-// close closes the idle connections; those in use are closed when
-// released.
-func (p *pool) close() {
-	p.mu.Lock()
-	p.closed = true
-	idle := p.idle
-	p.idle = nil
-	p.mu.Unlock()
-	// Close has no context of its own: give each goodbye a second.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	for _, c := range idle {
-		closeConn(ctx, c)
-	}
-}
-
-// closeConn closes c, politely when ctx allows it. The error does not
-// matter: the connection is dropped either way.
-func closeConn(ctx context.Context, c *conn) {
-	if ctx.Err() != nil {
-		// A cancelled context would make Close skip the goodbye and take
-		// as long; a short fresh one lets the server end the backend.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 100*time.Millisecond)
-		defer cancel()
-	}
-	_ = c.Close(ctx)
-}
+// close closes the pool; call it once no write is running.
+func (p *pool) close() { p.Close() }

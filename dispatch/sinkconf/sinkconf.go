@@ -100,3 +100,22 @@ func (t TLS) Config(serverName string) (*tls.Config, error) {
 	}
 	return cfg, nil
 }
+
+// IsName reports whether s is a plain name: ASCII letters, digits and
+// underscores, not starting with a digit. Environment variable names and
+// unquoted SQL identifiers are checked with it.
+func IsName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '_', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		case '0' <= c && c <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}

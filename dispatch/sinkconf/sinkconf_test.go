@@ -301,3 +301,17 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 	}
 	return path
 }
+
+func TestIsName(t *testing.T) {
+	for _, tt := range []struct {
+		s    string
+		want bool
+	}{
+		{"frames", true}, {"_x9", true}, {"PG_PASSWORD", true}, {"A", true},
+		{"", false}, {"9lives", false}, {"my-table", false}, {"a.b", false}, {"é", false}, {"a b", false},
+	} {
+		if got := IsName(tt.s); got != tt.want {
+			t.Errorf("IsName(%q) = %v, want %v", tt.s, got, tt.want)
+		}
+	}
+}

@@ -50,14 +50,9 @@ func Inspect(dir string) (Summary, error) {
 			sum.Quarantined++
 			continue
 		}
-		if !e.Type().IsRegular() || !strings.HasSuffix(name, segExt) {
-			continue
+		if id, ok := segmentID(e); ok {
+			ids = append(ids, id)
 		}
-		id, err := strconv.ParseUint(strings.TrimSuffix(name, segExt), 10, 64)
-		if err != nil {
-			continue
-		}
-		ids = append(ids, id)
 	}
 	slices.Sort(ids)
 	for i, id := range ids {
@@ -121,4 +116,15 @@ func inspectSegment(data []byte, from int64, newest bool, sum *Summary) {
 		sum.Damaged++
 		p = q
 	}
+}
+
+// segmentID is the id of a segment file's directory entry, or false for
+// anything else.
+func segmentID(e os.DirEntry) (uint64, bool) {
+	name := e.Name()
+	if !e.Type().IsRegular() || !strings.HasSuffix(name, segExt) {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(strings.TrimSuffix(name, segExt), 10, 64)
+	return id, err == nil
 }

@@ -29,6 +29,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/sinkconf"
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
@@ -104,19 +105,7 @@ func (c Config) Validate() error {
 }
 
 func isIdent(s string) bool {
-	if s == "" || len(s) > 64 || strings.HasPrefix(strings.ToLower(s), "sqlite_") {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '_', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
-		case '0' <= c && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
+	return len(s) <= 64 && !strings.HasPrefix(strings.ToLower(s), "sqlite_") && sinkconf.IsName(s)
 }
 
 // Sink writes frames to a SQLite table. Create it with New, open it with

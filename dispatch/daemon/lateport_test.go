@@ -1,9 +1,10 @@
-package main
+package daemon
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,7 +23,7 @@ import (
 
 // running is a daemon built from cfg and run in-process until stop.
 type running struct {
-	d    *daemon
+	d    *Daemon
 	logs *observer.ObservedLogs
 	stop func() // cancels and checks that run returned nil; idempotent
 }
@@ -32,7 +33,7 @@ type running struct {
 func runDaemon(t *testing.T, cfg *configs.Config) *running {
 	t.Helper()
 	core, logs := observer.New(zap.InfoLevel)
-	d, err := build(cfg, newRegistry(), zap.New(core))
+	d, err := build(cfg, NewRegistry(), zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,13 +43,13 @@ func runDaemon(t *testing.T, cfg *configs.Config) *running {
 // startBuilt runs a built daemon until it is ready, or fails the test, and
 // returns an idempotent stop that checks run returned nil (also registered
 // as a cleanup).
-func startBuilt(t *testing.T, d *daemon) (stop func()) {
+func startBuilt(t *testing.T, d *Daemon) (stop func()) {
 	t.Helper()
 	ready := make(chan struct{})
 	d.ready = func() { close(ready) }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- d.run(ctx) }()
+	go func() { done <- d.Run(ctx) }()
 	select {
 	case <-ready:
 	case err := <-done:
@@ -140,16 +141,7 @@ func TestIntegrationPortAppearsLater(t *testing.T) {
 			early := openLink(t, filepath.Join(dir, "serial", "by-id", "usb-TEST_Early-if00"))
 			late := filepath.Join(dir, tt.rel)
 			out := filepath.Join(t.TempDir(), "out.jsonl")
-			q := quickFlags{
-				ports:   []string{"early=" + early.Path(), "late=" + late},
-				baud:    115200,
-				framing: "lines",
-				sinks:   []string{"file:" + out},
-			}
-			cfg, err := q.quickConfig()
-			if err != nil {
-				t.Fatal(err)
-			}
+			cfg := quickConfig(t, 115200, false, "file:"+out, "early="+early.Path(), "late="+late)
 			r := runDaemon(t, cfg)
 			if got := r.logs.FilterMessage("waiting for serial port late: not present; will open it when it appears").Len(); got != 1 {
 				t.Errorf("%d 'waiting for serial port late' lines, want 1; logs: %v", got, r.logs.All())
@@ -182,18 +174,18 @@ func TestIntegrationPortAppearsLater(t *testing.T) {
 // With require_ports a missing port stops the start with a usage error.
 func TestRequirePortsMissing(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "serial", "by-id", "usb-TEST_Gone-if00")
-	q := quickFlags{ports: []string{missing}, baud: 9600, framing: "lines", sinks: []string{"file:" + filepath.Join(t.TempDir(), "o.jsonl")}, requirePorts: true}
-	cfg, err := q.quickConfig()
+	cfg, err := quickConfig(t, 9600, true, "file:"+filepath.Join(t.TempDir(), "o.jsonl"), missing), error(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := build(cfg, newRegistry(), zap.NewNop())
+	d, err := build(cfg, NewRegistry(), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = d.run(context.Background())
-	if err == nil || exitCode(err) != exitUsage || !strings.Contains(err.Error(), "usb-TEST_Gone-if00") {
-		t.Fatalf("run = %v (exit %d), want a usage error naming the port", err, exitCode(err))
+	err = d.Run(context.Background())
+	var ue *UsageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "usb-TEST_Gone-if00") {
+		t.Fatalf("run = %v, want a usage error naming the port", err)
 	}
 }
 
@@ -311,4 +303,24 @@ func TestValidFrameDoesNotAllocate(t *testing.T) {
 			t.Errorf("%s: %v allocations per valid frame, want 0", spec, allocs)
 		}
 	}
+}
+
+// quickConfig is the configuration `serialcbd run --port … --sink SPEC`
+// builds: one sink, named after its scheme, and ports given as PATH or
+// NAME=PATH, framed by lines.
+func quickConfig(t *testing.T, baud int, requirePorts bool, sink string, ports ...string) *configs.Config {
+	t.Helper()
+	name, _, _ := strings.Cut(sink, ":")
+	cfg := &configs.Config{RequirePorts: requirePorts, Sinks: []configs.Sink{{Name: name, URL: sink}}}
+	for _, p := range ports {
+		n, path, ok := strings.Cut(p, "=")
+		if !ok {
+			n, path = filepath.Base(p), p
+		}
+		cfg.Ports = append(cfg.Ports, configs.Port{Name: n, Path: path, Baud: baud, Framing: "lines"})
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -19,9 +19,9 @@ import (
 	"github.com/serialcbd/serialcbd/dispatch"
 )
 
-// defaultMetricsAddr is where `run` serves /metrics, /healthz and /readyz
+// DefaultMetricsAddr is where `run` serves /metrics, /healthz and /readyz
 // unless --metrics-addr says otherwise; `health` asks there by default.
-const defaultMetricsAddr = "127.0.0.1:9464"
+const DefaultMetricsAddr = "127.0.0.1:9464"
 
 // Timeouts of the metrics server: a scrape reads counters only, so every
 // request is short; /readyz waits at most readyLoopWait for the event loop.
@@ -30,16 +30,16 @@ const (
 	readyLoopWait          = time.Second
 )
 
-// listenMetrics binds the metrics address before anything else starts, so
+// ListenMetrics binds the metrics address before anything else starts, so
 // that a typo is a usage error (exit 2) and a busy port a runtime error
 // (exit 1), both before a serial port is opened. An empty addr disables the
 // server: it returns a nil listener and no error.
-func listenMetrics(addr string) (net.Listener, error) {
+func ListenMetrics(addr string) (net.Listener, error) {
 	if addr == "" {
 		return nil, nil
 	}
-	if err := checkHostPort(addr); err != nil {
-		return nil, usagef("--metrics-addr %q: %v", addr, err)
+	if err := CheckHostPort(addr); err != nil {
+		return nil, Usagef("--metrics-addr %q: %v", addr, err)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -48,9 +48,9 @@ func listenMetrics(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// checkHostPort accepts HOST:PORT with a numeric port, HOST possibly empty
+// CheckHostPort accepts HOST:PORT with a numeric port, HOST possibly empty
 // (every interface) or a bracketed IPv6 address.
-func checkHostPort(addr string) error {
+func CheckHostPort(addr string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return errors.New("expected HOST:PORT, e.g. 127.0.0.1:9464 or :9464")
@@ -61,17 +61,17 @@ func checkHostPort(addr string) error {
 	return nil
 }
 
-// metricsServer serves /metrics, /healthz and /readyz for one daemon. It
+// MetricsServer serves /metrics, /healthz and /readyz for one daemon. It
 // owns the goroutine running Serve; Close stops it and waits for it.
-type metricsServer struct {
+type MetricsServer struct {
 	srv  *http.Server
 	addr net.Addr
 	done chan error // Serve's result, buffered: the goroutine never waits on it
 }
 
-// serveMetrics starts serving on ln (from listenMetrics). A nil ln gives a
+// ServeMetrics starts serving on ln (from ListenMetrics). A nil ln gives a
 // nil server, whose Close does nothing.
-func serveMetrics(ln net.Listener, d *daemon, log *zap.Logger) *metricsServer {
+func ServeMetrics(ln net.Listener, d *Daemon, log *zap.Logger) *MetricsServer {
 	if ln == nil {
 		return nil
 	}
@@ -96,7 +96,7 @@ func serveMetrics(ln net.Listener, d *daemon, log *zap.Logger) *metricsServer {
 		}
 		_ = json.NewEncoder(w).Encode(rd)
 	})
-	m := &metricsServer{
+	m := &MetricsServer{
 		srv: &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 5 * time.Second,
@@ -113,7 +113,7 @@ func serveMetrics(ln net.Listener, d *daemon, log *zap.Logger) *metricsServer {
 // Close shuts the server down: no new connections, requests in progress
 // get until the timeout, then the rest are closed. It waits for Serve to
 // return. Nil-safe.
-func (m *metricsServer) Close() error {
+func (m *MetricsServer) Close() error {
 	if m == nil {
 		return nil
 	}
@@ -166,7 +166,7 @@ type sinkReadiness struct {
 
 // readiness is ready when every port is open and the event loop runs a
 // function handed to it before ctx ends (a stuck or stopped loop is not).
-func (d *daemon) readiness(ctx context.Context) readiness {
+func (d *Daemon) readiness(ctx context.Context) readiness {
 	cur := d.current()
 	rd := readiness{
 		Ready: true,
@@ -209,7 +209,7 @@ func loopAnswers(ctx context.Context, loop *asyncloop.Loop) bool {
 
 // newMetricsRegistry returns a registry (never the global one) with the
 // daemon's collector and the Go runtime and process collectors.
-func newMetricsRegistry(d *daemon) *prometheus.Registry {
+func newMetricsRegistry(d *Daemon) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		newStatsCollector(d),
@@ -222,7 +222,7 @@ func newMetricsRegistry(d *daemon) *prometheus.Registry {
 // statsCollector reads the daemon's Stats() at scrape time: nothing is
 // counted twice and the hot path does no metrics work at all.
 type statsCollector struct {
-	d *daemon
+	d *Daemon
 
 	portBytes, portFrames, portOversize, portOversizeBytes, portUp, portReconnects *prometheus.Desc
 	portInvalid, portLastFrameAge, portFlushed, portSilenceReopens, portUndecoded  *prometheus.Desc
@@ -235,7 +235,7 @@ type statsCollector struct {
 
 var _ prometheus.Collector = (*statsCollector)(nil)
 
-func newStatsCollector(d *daemon) *statsCollector {
+func newStatsCollector(d *Daemon) *statsCollector {
 	port := func(name, help string) *prometheus.Desc {
 		return prometheus.NewDesc("serialcbd_port_"+name, help, []string{"port"}, nil)
 	}

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -81,13 +81,13 @@ func (p *portRun) retarget(disp *dispatch.Dispatcher, c *portCheck) {
 }
 
 // current returns the pipeline running now.
-func (d *daemon) current() *generation {
+func (d *Daemon) current() *generation {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.cur
 }
 
-func (d *daemon) setCurrent(p *generation) {
+func (d *Daemon) setCurrent(p *generation) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.cur = p
@@ -96,7 +96,7 @@ func (d *daemon) setCurrent(p *generation) {
 // startPort runs p's read loop on a goroutine of wg under a context of its
 // own. A read loop that ends while its context is live is a failure, sent
 // to failed if nothing is there yet.
-func (d *daemon) startPort(ctx context.Context, wg *sync.WaitGroup, p *portRun, failed chan<- error,
+func (d *Daemon) startPort(ctx context.Context, wg *sync.WaitGroup, p *portRun, failed chan<- error,
 	read func(ctx context.Context) error) {
 	pctx, cancel := context.WithCancel(ctx)
 	p.stop, p.done = cancel, make(chan struct{})
@@ -116,7 +116,7 @@ func (d *daemon) startPort(ctx context.Context, wg *sync.WaitGroup, p *portRun, 
 // reloader applies a SIGHUP to a running daemon. It lives on the goroutine
 // running daemon.run, which owns the read loops.
 type reloader struct {
-	d        *daemon
+	d        *Daemon
 	ctx      context.Context // the daemon's: sink starts
 	readCtx  context.Context // parent of every read loop
 	readers  *sync.WaitGroup // the read loops'
@@ -136,14 +136,51 @@ func (rl *reloader) reload() (loopChanged bool) {
 	}
 	d.sdNotify(sd.SdNotifyReloading)
 	defer d.sdNotify(sd.SdNotifyReady)
-	fail := func(err error) {
+	cfg, err := d.load()
+	if err == nil {
+		loopChanged, err = rl.apply(cfg)
+	}
+	if err != nil {
 		d.log.Error("config reload rejected; the running configuration carries on", zap.Error(err))
 	}
-	cfg, err := d.load()
-	if err != nil {
-		fail(err)
-		return false
+	return loopChanged
+}
+
+// reloadRequest is a Reload waiting for Run.
+type reloadRequest struct {
+	cfg  *configs.Config
+	done chan error // buffered: Run never waits on it
+}
+
+// Reload applies cfg, a checked configuration, to the running daemon, as
+// SIGHUP does with Options.Load: ports whose serial settings are unchanged
+// keep reading, others stop or start; changed sinks or routes get a new
+// dispatcher, which takes over the spools once the old one handed over.
+// An invalid cfg is returned and the running configuration carries on.
+// Settings that only a restart changes are logged; cfg keeps the running
+// state_dir and spool block, which also only a restart changes. Reload waits for Run to
+// take cfg; it returns ctx's error if Run does not (or is not running).
+func (d *Daemon) Reload(ctx context.Context, cfg *configs.Config) error {
+	req := reloadRequest{cfg: cfg, done: make(chan error, 1)}
+	select {
+	case d.reloads <- req:
+	case <-ctx.Done():
+		return context.Cause(ctx)
 	}
+	return <-req.done
+}
+
+// applyNotified is apply, with systemd told of the reload.
+func (rl *reloader) applyNotified(cfg *configs.Config) (loopChanged bool, err error) {
+	rl.d.sdNotify(sd.SdNotifyReloading)
+	defer rl.d.sdNotify(sd.SdNotifyReady)
+	return rl.apply(cfg)
+}
+
+// apply applies cfg; it reports whether the event loop changed. On an
+// error, the running configuration is untouched.
+func (rl *reloader) apply(cfg *configs.Config) (loopChanged bool, err error) {
+	d := rl.d
 	old := d.current()
 	if keys := restartOnly(old.cfg, cfg); len(keys) > 0 {
 		d.log.Warn("config reload: these settings take effect at the next restart", zap.Strings("keys", keys))
@@ -152,8 +189,7 @@ func (rl *reloader) reload() (loopChanged bool) {
 	cfg.StateDir, cfg.Spool = old.cfg.StateDir, old.cfg.Spool
 	nd, err := build(cfg, d.reg, d.log)
 	if err != nil {
-		fail(err)
-		return false
+		return false, err
 	}
 	next := &generation{cfg: cfg, loop: old.loop, disp: old.disp}
 	newDelivery := !sameDelivery(old.cfg, cfg)
@@ -162,8 +198,7 @@ func (rl *reloader) reload() (loopChanged bool) {
 		// The spools are opened once the old dispatcher released them.
 		if err := nd.disp.StartSinks(rl.ctx); err != nil {
 			shutdownLoop(nd.loop)
-			fail(errors.Join(err, nd.disp.Close()))
-			return false
+			return false, errors.Join(err, nd.disp.Close())
 		}
 		next.loop, next.disp = nd.loop, nd.disp
 	} else if err := nd.disp.Close(); err != nil { // never started: nothing to drain
@@ -235,12 +270,12 @@ func (rl *reloader) reload() (loopChanged bool) {
 	d.log.Info("config reloaded", zap.String("file", cfg.File()), zap.Int("ports_kept", len(kept)),
 		zap.Int("ports_started", len(start)), zap.Int("ports_stopped", len(stopped)),
 		zap.Int("sinks", len(cfg.Sinks)), zap.Bool("sinks_restarted", newDelivery))
-	return newDelivery
+	return newDelivery, nil
 }
 
 // retire drains an old pipeline's dispatcher, stops its loop and closes its
 // sinks: frames it was handed are delivered by the sinks they were routed to.
-func (d *daemon) retire(old *generation, handover bool) {
+func (d *Daemon) retire(old *generation, handover bool) {
 	dctx, cancel := context.WithTimeout(context.Background(), d.drainTimeout)
 	defer cancel()
 	drain := old.disp.Drain

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"strings"
@@ -37,7 +37,7 @@ func TestHTTPLaneDefaultsFollowFormat(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := sinkConfig(t, "http://127.0.0.1:1/ingest", tt.extra)
-			tgt, err := newRegistry().target(cfg, 0, zap.NewNop())
+			tgt, err := NewRegistry().target(cfg, 0, zap.NewNop())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -52,7 +52,7 @@ func TestHTTPLaneDefaultsFollowFormat(t *testing.T) {
 func TestOtherLaneDefaultsUnchanged(t *testing.T) {
 	dir := t.TempDir()
 	for _, url := range []string{"sqlite:" + dir + "/a.db", "file:" + dir + "/a.jsonl"} {
-		tgt, err := newRegistry().target(sinkConfig(t, url, ""), 0, zap.NewNop())
+		tgt, err := NewRegistry().target(sinkConfig(t, url, ""), 0, zap.NewNop())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +66,7 @@ func TestOtherLaneDefaultsUnchanged(t *testing.T) {
 // An unknown format is a config error at the line of the format key.
 func TestHTTPFormatTypoNamesTheLine(t *testing.T) {
 	cfg := sinkConfig(t, "http://127.0.0.1:1/ingest", "    http: {format: ndjsn}\n")
-	_, err := newRegistry().target(cfg, 0, zap.NewNop())
+	_, err := NewRegistry().target(cfg, 0, zap.NewNop())
 	if err == nil {
 		t.Fatal("target: nil error for format ndjsn")
 	}
@@ -77,25 +77,7 @@ func TestHTTPFormatTypoNamesTheLine(t *testing.T) {
 	}
 
 	cfg = sinkConfig(t, "http://127.0.0.1:1/ingest", "    http:\n      timeout: 2s\n      format: ndjsn\n")
-	if _, err = newRegistry().target(cfg, 0, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "sinks.yaml:9:") {
+	if _, err = NewRegistry().target(cfg, 0, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "sinks.yaml:9:") {
 		t.Errorf("block form: error %v, want it at line 9", err)
-	}
-}
-
-// serialcbd validate reports the typo with the file and line, exit 2.
-func TestValidateHTTPFormatTypo(t *testing.T) {
-	text := strings.Replace(validConfig, "      timeout: 2s\n", "      timeout: 2s\n      format: ndjsn\n", 1)
-	code, _, stderr := runCLI(t, "validate", "--config", writeFile(t, "fmt.yaml", text))
-	if code != exitUsage {
-		t.Fatalf("exit %d, want %d; stderr: %s", code, exitUsage, stderr)
-	}
-	for _, want := range []string{"fmt.yaml:12:", "sinks[1].http.format", `format "ndjsn"`} {
-		if !strings.Contains(stderr, want) {
-			t.Errorf("stderr %q lacks %q", stderr, want)
-		}
-	}
-	ok := strings.Replace(validConfig, "      timeout: 2s\n", "      timeout: 2s\n      format: ndjson\n", 1)
-	if code, _, stderr := runCLI(t, "validate", "--config", writeFile(t, "fmtok.yaml", ok)); code != exitOK {
-		t.Fatalf("format: ndjson: exit %d; stderr: %s", code, stderr)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"sync"
@@ -12,7 +12,7 @@ import (
 
 // sdNotify sends one state to systemd when NOTIFY_SOCKET is set (Type=notify
 // units); without it, it does nothing.
-func (d *daemon) sdNotify(state string) {
+func (d *Daemon) sdNotify(state string) {
 	if _, err := sd.SdNotify(false, state); err != nil {
 		d.log.Warn("systemd notify failed", zap.String("state", state), zap.Error(err))
 	}
@@ -22,7 +22,7 @@ func (d *daemon) sdNotify(state string) {
 // is open; absent ones are waited for) and, when the unit sets WatchdogSec,
 // starts the watchdog pings. The returned stop ends the pings and waits for
 // their goroutine.
-func (d *daemon) notifyReady() (stop func()) {
+func (d *Daemon) notifyReady() (stop func()) {
 	d.sdNotify(sd.SdNotifyReady)
 	return d.startWatchdog()
 }
@@ -30,7 +30,7 @@ func (d *daemon) notifyReady() (stop func()) {
 // startWatchdog starts the watchdog pings through the current event loop
 // when the unit sets WatchdogSec; a reload that replaces the loop restarts
 // them. The returned stop ends the pings and waits for their goroutine.
-func (d *daemon) startWatchdog() (stop func()) {
+func (d *Daemon) startWatchdog() (stop func()) {
 	interval, err := sd.SdWatchdogEnabled(false)
 	if err != nil {
 		d.log.Warn("systemd watchdog settings ignored", zap.Error(err))
@@ -49,7 +49,7 @@ func (d *daemon) startWatchdog() (stop func()) {
 }
 
 // notifyStopping tells systemd the daemon has begun to stop.
-func (d *daemon) notifyStopping() { d.sdNotify(sd.SdNotifyStopping) }
+func (d *Daemon) notifyStopping() { d.sdNotify(sd.SdNotifyStopping) }
 
 // runWatchdog calls ping every interval, but only after the event loop has
 // run a function handed to it with CallSoon: a stuck loop stops the pings,

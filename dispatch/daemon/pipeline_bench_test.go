@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -43,7 +43,7 @@ func benchPipeline(b *testing.B, stateDir string, sinks ...configs.Sink) {
 	if err := cfg.Validate(); err != nil {
 		b.Fatal(err)
 	}
-	d, err := build(cfg, newRegistry(), zap.NewNop())
+	d, err := build(cfg, NewRegistry(), zap.NewNop())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func benchPipeline(b *testing.B, stateDir string, sinks ...configs.Sink) {
 	d.ready = func() { close(ready) }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- d.run(ctx) }()
+	go func() { done <- d.Run(ctx) }()
 	<-ready
 
 	line := bytes.Repeat([]byte("x"), 63)

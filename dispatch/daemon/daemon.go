@@ -1,14 +1,12 @@
-package main
+package daemon
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,18 +16,16 @@ import (
 	"github.com/serialcbd/serialcbd/configs"
 	"github.com/serialcbd/serialcbd/dispatch"
 	"github.com/serialcbd/serialcbd/serialcb"
-	"github.com/serialcbd/serialcbd/serialcb/decode"
 )
 
-const defaultDrainTimeout = 10 * time.Second
+// DefaultDrainTimeout is how long a stop waits for in-flight frames unless
+// drain_timeout says otherwise.
+const DefaultDrainTimeout = 10 * time.Second
 
-// invalidLogEvery rate-limits the invalid-frame warning per port: the
-// first one is logged, then at most one line per interval with the count.
-const invalidLogEvery = 10 * time.Second
-
-// daemon is the whole pipeline built from a configuration: read loops →
-// event loop → dispatcher → sinks.
-type daemon struct {
+// Daemon is the whole pipeline built from a configuration: read loops →
+// event loop → dispatcher → sinks. New builds it without I/O; Run runs it
+// until its context ends, reloading on SIGHUP, and then drains it.
+type Daemon struct {
 	log          *zap.Logger
 	loop         *asyncloop.Loop
 	disp         *dispatch.Dispatcher
@@ -43,127 +39,66 @@ type daemon struct {
 
 	// reg builds the sinks of a reloaded config; load re-reads it on SIGHUP
 	// (nil in quick mode, where SIGHUP is ignored).
-	reg  *registry
+	reg  *Registry
 	load func() (*configs.Config, error)
 
 	// The fields above describe the pipeline build made; a reload replaces
 	// it, so run, /metrics and /readyz use current().
 	mu  sync.Mutex
 	cur *generation // guarded by mu
+
+	// reloads carries Reload's configurations to Run.
+	reloads chan reloadRequest
 }
 
-// portCheck validates and decodes one port's frames. Only invalid and
-// undecoded are shared; the rest is owned by the port's read loop goroutine
-// (the onFrame callback).
-type portCheck struct {
-	v           serialcb.Validator // nil: frames are not checked
-	invalidPort string             // "" drops invalid frames; else they are submitted under this port name
-	action      string             // for the log: drop or sink:NAME
-	invalid     atomic.Uint64
-
-	lastLog time.Time // of the last warning
-	pending uint64    // invalid frames not yet reported
-
-	dec        decode.Decoder // nil: frames are not decoded
-	decodeSpec string         // for the log
-	undecoded  atomic.Uint64  // frames dec could not read, kept without fields
-	scratch    []byte         // dec's output, copied into the frame
-
-	lastDecodeLog  time.Time // of the last undecoded warning
-	pendingDecoded uint64    // undecoded frames not yet reported
+// Options are the optional parts of a Daemon.
+type Options struct {
+	// Registry builds the sinks from their specs (default NewRegistry()).
+	Registry *Registry
+	// Load re-reads the configuration on SIGHUP; nil ignores SIGHUP (quick
+	// mode, where there is no file to re-read).
+	Load func() (*configs.Config, error)
+	// Ready is called once every port present at start is open; ports
+	// absent at start are not waited for.
+	Ready func()
 }
 
-// maxScratch bounds the decode buffer a port keeps between frames.
-const maxScratch = 64 << 10
-
-// accept reports whether f goes on, with the port name to submit it under.
-// An invalid frame is counted and logged at a limited rate. A valid frame
-// is then decoded (with decode set): its fields go to f.Fields; a payload
-// the decoder cannot read goes on without fields, counted and logged at a
-// limited rate. Invalid frames sent to an on_invalid sink are not decoded.
-// It does not allocate for a valid frame without a decoder; with one, it
-// allocates f.Fields (and what the decoder needs: see serialcb/decode).
-func (c *portCheck) accept(log *zap.Logger, f *serialcb.Frame) bool {
-	if c.v != nil {
-		if err := c.v.Valid(f.Payload); err != nil {
-			return c.reject(log, f, err)
-		}
+// New turns a checked configuration into a Daemon without any I/O, so that
+// `validate` can use it too. Its errors are configuration errors
+// (*configs.Error or *UsageError). A Daemon that is not Run must be Closed.
+func New(cfg *configs.Config, log *zap.Logger, opts Options) (*Daemon, error) {
+	reg := opts.Registry
+	if reg == nil {
+		reg = NewRegistry()
 	}
-	if c.dec != nil {
-		c.decode(log, f)
+	d, err := build(cfg, reg, log)
+	if err != nil {
+		return nil, err
 	}
-	return true
+	d.load, d.ready = opts.Load, opts.Ready
+	return d, nil
 }
 
-// decode sets f.Fields from the port's decoder. An empty object ("{}", a
-// regex whose named groups all missed) leaves f.Fields nil.
-func (c *portCheck) decode(log *zap.Logger, f *serialcb.Frame) {
-	out, err := c.dec.Append(c.scratch[:0], f.Payload)
-	c.scratch = out[:0]
-	if cap(out) > maxScratch {
-		c.scratch = nil
-	}
-	if err == nil {
-		if len(out) > 2 {
-			f.Fields = bytes.Clone(out)
-		}
-		return
-	}
-	total := c.undecoded.Add(1)
-	c.pendingDecoded++
-	if c.lastDecodeLog.IsZero() || f.ReceivedAt.Sub(c.lastDecodeLog) >= invalidLogEvery {
-		log.Warn("frames not decoded; delivered without fields", zap.Uint64("frames", c.pendingDecoded),
-			zap.Uint64("total", total), zap.String("decode", c.decodeSpec), zap.Uint64("last_seq", f.Seq),
-			zap.Error(err), zap.Duration("log_every", invalidLogEvery))
-		c.lastDecodeLog, c.pendingDecoded = f.ReceivedAt, 0
-	}
+// Close releases the sinks of a Daemon that was built but not Run (Run
+// closes them itself).
+func (d *Daemon) Close() error { return d.current().disp.Close() }
+
+// Stats returns the current pipeline's delivery counters.
+func (d *Daemon) Stats() dispatch.Stats { return d.current().disp.Stats() }
+
+// Submit hands a frame to the current pipeline's dispatcher, bypassing
+// the ports' validation and decoding; safe from any goroutine. RunWith's
+// frame callbacks use it.
+func (d *Daemon) Submit(f serialcb.Frame) *asyncloop.Future[dispatch.Receipt] {
+	return d.current().disp.Submit(f)
 }
 
-// logUndecoded reports undecoded frames not logged yet because of the rate
-// limit. Call it once c is no longer used by the port's read loop.
-func (c *portCheck) logUndecoded(log *zap.Logger, port string) {
-	if c.pendingDecoded > 0 {
-		log.Warn("frames not decoded; delivered without fields", zap.String("port", port),
-			zap.Uint64("frames", c.pendingDecoded), zap.Uint64("total", c.undecoded.Load()), zap.String("decode", c.decodeSpec))
-		c.pendingDecoded = 0
-	}
-}
-
-// reject counts and logs an invalid frame and reports whether it goes on
-// (to the on_invalid sink, under the invalid port name).
-func (c *portCheck) reject(log *zap.Logger, f *serialcb.Frame, err error) bool {
-	total := c.invalid.Add(1)
-	c.pending++
-	if c.lastLog.IsZero() || f.ReceivedAt.Sub(c.lastLog) >= invalidLogEvery {
-		log.Warn("invalid frames", zap.Uint64("frames", c.pending), zap.Uint64("total", total),
-			zap.String("on_invalid", c.action), zap.Uint64("last_seq", f.Seq), zap.Error(err),
-			zap.Duration("log_every", invalidLogEvery))
-		c.lastLog, c.pending = f.ReceivedAt, 0
-	}
-	if c.invalidPort == "" {
-		return false
-	}
-	f.Port = c.invalidPort
-	return true
-}
-
-// invalidFrames returns how many frames of port i (of the current
-// pipeline) failed validation.
-func (d *daemon) invalidFrames(i int) uint64 { return d.current().ports[i].check.Load().invalid.Load() }
-
-// undecodedFrames returns how many frames of port i (of the current
-// pipeline) its decoder could not read; they were delivered without fields.
-func (d *daemon) undecodedFrames(i int) uint64 {
-	return d.current().ports[i].check.Load().undecoded.Load()
-}
-
-// build turns a checked configuration into a daemon without any I/O, so
-// that `validate` can run it too. Its errors are configuration errors.
-func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error) {
-	d := &daemon{log: log, ports: cfg.Ports, drainTimeout: cfg.DrainTimeout, requirePorts: cfg.RequirePorts, reg: reg}
+// build is New with an explicit registry.
+func build(cfg *configs.Config, reg *Registry, log *zap.Logger) (*Daemon, error) {
+	d := &Daemon{log: log, ports: cfg.Ports, drainTimeout: cfg.DrainTimeout, requirePorts: cfg.RequirePorts, reg: reg, reloads: make(chan reloadRequest)}
 	var checks []*portCheck
 	if d.drainTimeout == 0 {
-		d.drainTimeout = defaultDrainTimeout
+		d.drainTimeout = DefaultDrainTimeout
 	}
 	for i := range cfg.Ports {
 		pc, err := portConfig(cfg, i)
@@ -195,7 +130,7 @@ func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error)
 				closeTargets(append(targets, t))
 				return nil, cfg.Errorf("spool", "%v", err)
 			}
-			t.Options.OpenSpool = spoolOpener(so, deadLetterPath(cfg.StateDir, t.Name), t.Name, log)
+			t.Options.OpenSpool = spoolOpener(so, DeadLetterPath(cfg.StateDir, t.Name), t.Name, log)
 		}
 		targets = append(targets, t)
 		inflight += max(t.Options.MaxInflight, 1)
@@ -224,7 +159,7 @@ func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error)
 	disp, err := dispatch.New(d.loop, dcfg, log)
 	if err != nil {
 		closeTargets(targets)
-		return nil, usagef("%v", err)
+		return nil, Usagef("%v", err)
 	}
 	d.disp = disp
 	d.cur = &generation{cfg: cfg, loop: d.loop, disp: disp}
@@ -232,35 +167,6 @@ func build(cfg *configs.Config, reg *registry, log *zap.Logger) (*daemon, error)
 		d.cur.ports = append(d.cur.ports, newPortRun(cfg.Ports[i], r, checks[i], disp, log))
 	}
 	return d, nil
-}
-
-// newPortCheck builds port i's validation from validate and on_invalid,
-// and its decoder from decode.
-func newPortCheck(cfg *configs.Config, i int) (*portCheck, error) {
-	p := cfg.Ports[i]
-	c := &portCheck{action: "drop"}
-	if p.Decode != "" {
-		dec, err := decode.Parse(p.Decode)
-		if err != nil {
-			if cfg.File() == "" {
-				return nil, usagef("--decode: %v", err)
-			}
-			return nil, portErr(cfg, i, "decode", err)
-		}
-		c.dec, c.decodeSpec = dec, p.Decode
-	}
-	if p.Validate == "" {
-		return c, nil
-	}
-	v, err := serialcb.ParseValidator(p.Validate)
-	if err != nil {
-		return nil, portErr(cfg, i, "validate", err)
-	}
-	c.v = v
-	if s := p.InvalidSink(); s != "" {
-		c.invalidPort, c.action = p.InvalidPort(), "sink:"+s
-	}
-	return c, nil
 }
 
 // routes maps the configured routes, routes_default and unrouted_sink to
@@ -320,48 +226,7 @@ func closeTargets(ts []dispatch.Target) {
 	}
 }
 
-// portConfig maps config entry i to the read loop's settings.
-func portConfig(cfg *configs.Config, i int) (serialcb.PortConfig, error) {
-	p := cfg.Ports[i]
-	framer, err := serialcb.ParseFraming(p.Framing)
-	if err != nil {
-		return serialcb.PortConfig{}, portErr(cfg, i, "framing", err)
-	}
-	pc := serialcb.PortConfig{
-		Name:     p.Name,
-		Path:     p.Path,
-		Baud:     p.Baud,
-		DataBits: p.DataBits,
-		Parity:   serialcb.Parity(p.Parity),
-		StopBits: p.StopBits,
-		Framer:   framer,
-		MaxFrame: p.MaxFrame,
-
-		SilenceTimeout: p.SilenceTimeout,
-		PartialAtStop:  p.PartialAtStop,
-	}
-	if pc.Baud == 0 {
-		pc.Baud = 9600
-	}
-	if err := pc.Validate(); err != nil {
-		return pc, portErr(cfg, i, "", err)
-	}
-	return pc, nil
-}
-
-func portErr(cfg *configs.Config, i int, key string, err error) error {
-	if cfg.File() == "" {
-		flag := map[string]string{"framing": "--framing", "validate": "--validate", "": "--port"}[key]
-		return usagef("%s: %v", flag, err)
-	}
-	path := fmt.Sprintf("ports[%d]", i)
-	if key != "" {
-		path += "." + key
-	}
-	return cfg.Errorf(path, "%v", err)
-}
-
-// run starts everything, reads until ctx ends, then drains: stop reading,
+// Run starts everything, reads until ctx ends, then drains: stop reading,
 // give in-flight frames until the drain deadline to reach their sinks, and
 // stop.
 //
@@ -373,7 +238,7 @@ func portErr(cfg *configs.Config, i int, key string, err error) error {
 // at start is open; /readyz stays unready until the missing ones open too.
 //
 // SIGHUP reloads the configuration (see reloader.reload) while run goes on.
-func (d *daemon) run(ctx context.Context) (err error) {
+func (d *Daemon) Run(ctx context.Context) (err error) {
 	st := d.current()
 	st.loop.Start()
 	var retiring sync.WaitGroup // pipelines replaced by a reload, draining
@@ -418,7 +283,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 			stopReading()
 			wg.Wait()
 			if errors.Is(p.err, serialcb.ErrPortNotFound) {
-				return usagef("port %s: %v (required by --require-ports or require_ports: true)", p.name, p.err)
+				return Usagef("port %s: %v (required by --require-ports or require_ports: true)", p.name, p.err)
 			}
 			return fmt.Errorf("port %s: %w", p.name, p.err)
 		case <-ctx.Done():
@@ -446,6 +311,13 @@ wait:
 		case <-hup:
 			if rl.reload() {
 				stopWatchdog() // it pinged through the previous loop
+				stopWatchdog = d.startWatchdog()
+			}
+		case req := <-d.reloads:
+			changed, err := rl.applyNotified(req.cfg)
+			req.done <- err
+			if changed {
+				stopWatchdog()
 				stopWatchdog = d.startWatchdog()
 			}
 		}
@@ -476,15 +348,4 @@ wait:
 	}
 	d.log.Info("stopped", zap.Uint64("frames", ds.Submitted), zap.Uint64("delivered_or_spooled", ds.Delivered), zap.Uint64("failed", ds.Failed))
 	return runErr
-}
-
-// logInvalid reports port's invalid frames not logged yet because of the
-// rate limit. Call it once c is no longer used by the port's read loop.
-func (d *daemon) logInvalid(c *portCheck, port string) {
-	if c.pending > 0 {
-		d.log.Warn("invalid frames", zap.String("port", port), zap.Uint64("frames", c.pending),
-			zap.Uint64("total", c.invalid.Load()), zap.String("on_invalid", c.action))
-		c.pending = 0
-	}
-	c.logUndecoded(d.log, port)
 }

@@ -1,7 +1,9 @@
-package main
+package daemon
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -25,7 +27,7 @@ func runFromFile(t *testing.T, file string) *running {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zap.InfoLevel)
-	d, err := build(cfg, newRegistry(), zap.New(core))
+	d, err := build(cfg, NewRegistry(), zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,8 +289,7 @@ func TestIntegrationReloadInvalid(t *testing.T) {
 func TestIntegrationReloadQuickModeIgnored(t *testing.T) {
 	one := openLink(t, filepath.Join(t.TempDir(), "one"))
 	out := filepath.Join(t.TempDir(), "out.jsonl")
-	q := quickFlags{ports: []string{"one=" + one.Path()}, baud: 115200, framing: "lines", sinks: []string{"file:" + out}}
-	cfg, err := q.quickConfig()
+	cfg, err := quickConfig(t, 115200, false, "file:"+out, "one="+one.Path()), error(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,4 +300,46 @@ func TestIntegrationReloadQuickModeIgnored(t *testing.T) {
 	}
 	waitComplete(t, 1, out)
 	r.stop()
+}
+
+// Reload applies a configuration given by the embedding program, without
+// SIGHUP or a file; a configuration that cannot be built is returned and
+// the running one carries on; once Run ended, Reload returns ctx's error.
+func TestIntegrationReloadAPI(t *testing.T) {
+	one := openLink(t, filepath.Join(t.TempDir(), "one"))
+	dir := t.TempDir()
+	first, second := filepath.Join(dir, "first.jsonl"), filepath.Join(dir, "second.jsonl")
+	r := runDaemon(t, quickConfig(t, 115200, false, "file:"+first, "one="+one.Path()))
+	if _, err := one.Write([]byte("a\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitComplete(t, 1, first)
+
+	bad := quickConfig(t, 115200, false, "file:"+second, "one="+one.Path())
+	bad.Sinks[0].URL = "ftp://nowhere"
+	if err := r.d.Reload(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "ftp://nowhere") {
+		t.Fatalf("Reload(bad sink) = %v, want an error naming it", err)
+	}
+	if _, err := one.Write([]byte("b\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitComplete(t, 2, first)
+
+	if err := r.d.Reload(context.Background(), quickConfig(t, 115200, false, "file:"+second, "one="+one.Path())); err != nil {
+		t.Fatalf("Reload = %v", err)
+	}
+	if _, err := one.Write([]byte("c\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitComplete(t, 1, second)
+	r.stop()
+	if n := r.logs.FilterMessage("config reloaded").Len(); n != 1 {
+		t.Errorf("%d 'config reloaded' lines, want 1", n)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := r.d.Reload(ctx, quickConfig(t, 115200, false, "file:"+first, "one="+one.Path())); !errors.Is(err, context.Canceled) {
+		t.Errorf("Reload after Run = %v, want context.Canceled", err)
+	}
 }

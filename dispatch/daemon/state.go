@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"fmt"
@@ -12,18 +12,23 @@ import (
 	"github.com/serialcbd/serialcbd/dispatch/spool"
 )
 
-// spoolDir and deadLetterPath lay out a sink's state under the state
-// directory; `serialcbd spool` reads the same layout.
-func spoolDir(stateDir, sink string) string { return filepath.Join(stateDir, sink, "spool") }
+// SpoolDir and DeadLetterPath lay out a sink's state under the state
+// directory; `serialcbd spool` (package dispatch/spool/admin) reads the same
+// layout.
+//
+//	<state_dir>/<sink>/spool/      the sink's spool (LOCK held by the daemon)
+//	<state_dir>/<sink>/dead.jsonl  the sink's dead letters
+func SpoolDir(stateDir, sink string) string { return filepath.Join(stateDir, sink, "spool") }
 
-func deadLetterPath(stateDir, sink string) string {
+// DeadLetterPath is the sink's dead-letter file; see SpoolDir.
+func DeadLetterPath(stateDir, sink string) string {
 	return filepath.Join(stateDir, sink, "dead.jsonl")
 }
 
 // spoolOptions turns the spool block into spool.Options for one sink. The
 // block was checked when the config was loaded.
 func spoolOptions(cfg *configs.Config, sink string) (spool.Options, error) {
-	o := spool.Options{Dir: spoolDir(cfg.StateDir, sink), SyncEvery: cfg.Spool.SyncEvery, MaxBytes: configs.DefaultSpoolMaxBytes}
+	o := spool.Options{Dir: SpoolDir(cfg.StateDir, sink), SyncEvery: cfg.Spool.SyncEvery, MaxBytes: configs.DefaultSpoolMaxBytes}
 	if cfg.Spool.MaxBytes != nil {
 		o.MaxBytes = int64(*cfg.Spool.MaxBytes)
 	}

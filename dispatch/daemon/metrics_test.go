@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bufio"
@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -24,7 +23,7 @@ import (
 // metrics server on a free loopback port.
 type pipeline struct {
 	pair *vport.Pair
-	d    *daemon
+	d    *Daemon
 	base string // http://127.0.0.1:PORT
 	stop func() // stops the daemon and the metrics server, checking both
 }
@@ -44,18 +43,18 @@ func startPipeline(t *testing.T, withMetrics bool) *pipeline {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	d, err := build(cfg, newRegistry(), zap.NewNop())
+	d, err := build(cfg, NewRegistry(), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &pipeline{pair: pair, d: d}
-	var ms *metricsServer
+	var ms *MetricsServer
 	if withMetrics {
-		ln, err := listenMetrics("127.0.0.1:0")
+		ln, err := ListenMetrics("127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		ms = serveMetrics(ln, d, zap.NewNop())
+		ms = ServeMetrics(ln, d, zap.NewNop())
 		p.base = "http://" + ms.addr.String()
 	}
 	// Not ready before the daemon runs: the loop is not started, the port
@@ -242,44 +241,12 @@ func decodeReadiness(t *testing.T, body string) readiness {
 	return rd
 }
 
-func TestMetricsAddrErrors(t *testing.T) {
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer busy.Close()
-	tests := []struct {
-		name string
-		addr string
-		code int
-		want []string
-	}{
-		{"no port", "localhost", exitUsage, []string{`--metrics-addr "localhost"`, "HOST:PORT"}},
-		{"bad port", "127.0.0.1:http-ish", exitUsage, []string{`port "http-ish"`}},
-		{"port too big", ":70000", exitUsage, []string{`port "70000"`}},
-		{"busy", busy.Addr().String(), exitRuntime, []string{"metrics server", "address already in use"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			code, _, stderr := runCLI(t, "run", "--port", "/dev/null", "--sink", "stdout", "--state-dir", t.TempDir(), "--metrics-addr", tt.addr)
-			if code != tt.code {
-				t.Errorf("exit %d, want %d; stderr: %s", code, tt.code, stderr)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(stderr, w) {
-					t.Errorf("stderr %q lacks %q", stderr, w)
-				}
-			}
-		})
-	}
-}
-
 func TestMetricsDisabled(t *testing.T) {
-	ln, err := listenMetrics("")
+	ln, err := ListenMetrics("")
 	if ln != nil || err != nil {
-		t.Fatalf("listenMetrics(\"\") = %v, %v; want nil, nil", ln, err)
+		t.Fatalf("ListenMetrics(\"\") = %v, %v; want nil, nil", ln, err)
 	}
-	ms := serveMetrics(nil, nil, zap.NewNop())
+	ms := ServeMetrics(nil, nil, zap.NewNop())
 	if err := ms.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"errors"
@@ -66,12 +66,13 @@ func fixedLane[C any](o dispatch.Options) func(C) dispatch.Options {
 	return func(C) dispatch.Options { return o }
 }
 
-// registry maps sink specs to sink kinds. It is an explicit value built in
-// main, so tests can check that every documented scheme resolves.
-type registry struct{ kinds []sinkKind }
+// Registry maps sink specs to sink kinds. It is an explicit value, so tests
+// can check that every documented scheme resolves.
+type Registry struct{ kinds []sinkKind }
 
-func newRegistry() *registry {
-	return &registry{kinds: []sinkKind{
+// NewRegistry returns the registry of every sink kind serialcbd knows.
+func NewRegistry() *Registry {
+	return &Registry{kinds: []sinkKind{
 		{
 			prefixes: []string{"sqlite:"},
 			usage:    "sqlite:PATH",
@@ -147,7 +148,7 @@ type configKeyer interface {
 }
 
 // lookup finds the kind for a spec.
-func (r *registry) lookup(spec string) (*sinkKind, error) {
+func (r *Registry) lookup(spec string) (*sinkKind, error) {
 	for i := range r.kinds {
 		for _, p := range r.kinds[i].prefixes {
 			if strings.HasPrefix(spec, p) {
@@ -158,7 +159,7 @@ func (r *registry) lookup(spec string) (*sinkKind, error) {
 	return nil, fmt.Errorf("unknown sink %q: expected %s", spec, r.usages())
 }
 
-func (r *registry) usages() string {
+func (r *Registry) usages() string {
 	var u []string
 	for _, k := range r.kinds {
 		u = append(u, k.usage)
@@ -168,12 +169,12 @@ func (r *registry) usages() string {
 
 // target builds the dispatch target for config entry i. Errors point at the
 // config line (or at the --sink flag in quick mode).
-func (r *registry) target(cfg *configs.Config, i int, log *zap.Logger) (dispatch.Target, error) {
+func (r *Registry) target(cfg *configs.Config, i int, log *zap.Logger) (dispatch.Target, error) {
 	s := &cfg.Sinks[i]
 	key := fmt.Sprintf("sinks[%d]", i)
 	fail := func(path string, err error) error {
 		if cfg.File() == "" {
-			return usagef("--sink %q: %v", s.URL, err)
+			return Usagef("--sink %q: %v", s.URL, err)
 		}
 		return cfg.Errorf(path, "%v", err)
 	}
