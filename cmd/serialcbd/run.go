@@ -74,7 +74,7 @@ Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdo
 			if err != nil {
 				return err
 			}
-			var opts daemon.Options
+			opts := daemon.Options{Build: readBuildInfo().daemon()}
 			if q.config != "" {
 				// SIGHUP: the same file, with the same flag overrides.
 				opts.Load = func() (*configs.Config, error) { return q.load(cmd) }

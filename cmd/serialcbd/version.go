@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/serialcbd/serialcbd/dispatch/daemon"
 )
 
 // Release builds stamp these with the linker (see .ci/release):
@@ -111,6 +113,11 @@ func (b buildInfo) String() string {
 }
 
 func (b buildInfo) print(w io.Writer) { fmt.Fprintln(w, b.String()) }
+
+// daemon is what the daemon's serialcbd_build_info gauge shows.
+func (b buildInfo) daemon() daemon.BuildInfo {
+	return daemon.BuildInfo{Version: b.Version, Commit: b.Commit, GoVersion: b.GoVersion}
+}
 
 func newVersionCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
