@@ -11,12 +11,20 @@
 //     wait longer than the Block policy (Options.BlockTimeout) allows.
 //   - Handlers given to Submit run on a fixed pool of Options.Workers worker
 //     goroutines, so at most that many run at once. A panicking handler
-//     fails its future with *PanicError; the worker carries on.
+//     fails its future with *PanicError; the worker carries on. A handler
+//     that calls runtime.Goexit fails its future with ErrGoexit and its
+//     worker is replaced.
+//   - Cancel ends a future at once with ErrCancelled, as asyncio's cancel
+//     does, even if its handler ignores its context (the handler's late
+//     result is discarded). errors.Is(err, ErrCancelled) tells a
+//     cancellation from a handler that returned context.Canceled itself.
 //   - Done-callbacks (Future.AddDoneCallback) and CallSoon / CallSoonWith /
 //     CallLater functions run on the single loop goroutine, one at a time, so state
-//     that only they touch needs no lock. They should be short and must not
-//     panic. Once Shutdown has finished, callbacks run synchronously in the
-//     goroutine that adds them or completes their future, so none is lost.
+//     that only they touch needs no lock. They should be short. A panicking
+//     callback is recovered, counted (Stats.CallbackPanics) and reported
+//     (Options.OnCallbackPanic); the loop goes on. Once Shutdown has
+//     finished, callbacks run synchronously in the goroutine that adds them
+//     or completes their future, so none is lost.
 //   - Workers never wait for the loop goroutine: a completed future is
 //     appended to an unbounded-by-design list (each future completes once),
 //     so a callback may itself call Submit with the Block policy.
@@ -34,6 +42,7 @@
 //	fut.exception()                         f.Err()
 //	fut.done()                              <-f.Done() / f.Err() != ErrNotDone
 //	fut.cancel()                            f.Cancel()
+//	asyncio.CancelledError                  ErrCancelled
 //	fut.add_done_callback(fn)               f.AddDoneCallback(fn)
 //	"exception was never retrieved"         Options.OnUnobserved, Stats.Unobserved
 //	loop.stop(), then loop.close()         l.Shutdown(ctx)

@@ -1,6 +1,7 @@
 package asyncloop
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -20,9 +21,30 @@ var (
 	// ErrNotDone is returned by Future.Err while the future is pending, so a
 	// non-blocking check cannot be mistaken for success.
 	ErrNotDone = errors.New("asyncloop: future is not done")
+	// ErrCancelled fails a future stopped by its Cancel, as asyncio's
+	// CancelledError. errors.Is(err, ErrCancelled) tells a cancellation
+	// from a handler that returned context.Canceled of its own accord;
+	// errors.Is(err, context.Canceled) is true for both.
+	ErrCancelled error = cancelledError{}
+	// ErrGoexit fails the future of a handler that called runtime.Goexit
+	// (t.FailNow in a test, for instance) instead of returning. Its worker
+	// goroutine ends with it and the loop starts a replacement.
+	ErrGoexit = errors.New("asyncloop: handler called runtime.Goexit instead of returning")
 )
 
-// PanicError fails the future of a handler that panicked. The worker
+// cancelledError is the type of ErrCancelled: it also matches
+// context.Canceled, so callers that only ask "was this cancelled?" need not
+// know the difference.
+type cancelledError struct{}
+
+func (cancelledError) Error() string { return "asyncloop: future cancelled" }
+
+// Is reports that a cancellation is also a context.Canceled.
+func (cancelledError) Is(target error) bool { return target == context.Canceled }
+
+// PanicError fails the future of a handler that panicked, and describes a
+// done-callback (or CallSoon / CallLater function) that panicked to
+// Options.OnCallbackPanic. The worker
 // recovers so that one bad frame cannot take the daemon down; the value and
 // the stack are kept so the failure can still be diagnosed from the
 // done-callback that logs it.

@@ -50,8 +50,9 @@ type Future[T any] struct {
 //
 // fn must honour ctx: it is cancelled by Cancel, when the future is
 // resolved by someone else, at a hard stop of Shutdown (cause ErrClosed),
-// and when fn returns. A panic in fn fails the future with *PanicError; fn
-// must not call runtime.Goexit, which would take its worker with it. A
+// and when fn returns. A panic in fn fails the future with *PanicError; a
+// call to runtime.Goexit fails it with ErrGoexit (and the worker goroutine,
+// which Goexit ends, is replaced). A
 // handler that itself calls Submit with the Block policy on a full queue
 // waits for room like any producer; if every worker does so, they wait out
 // BlockTimeout and get ErrQueueFull.
@@ -119,10 +120,15 @@ func (f *Future[T]) run() {
 
 	l.running.Add(1)
 	v, err := f.call(fn)
-	l.running.Add(-1)
+	f.finish(v, err)
+}
 
+// finish records the handler's outcome once it has returned (or exited).
+func (f *Future[T]) finish(v T, err error) {
+	l := f.loop
+	l.running.Add(-1)
 	f.mu.Lock()
-	if f.state.Load() == futureDone { // resolved by someone else meanwhile
+	if f.state.Load() == futureDone { // resolved or cancelled meanwhile
 		failed := f.err != nil
 		f.mu.Unlock()
 		l.count(failed)
@@ -136,17 +142,25 @@ func (f *Future[T]) run() {
 	f.afterComplete(schedule)
 }
 
-// call runs the handler. This is the one place in the package that
-// recovers: a panicking handler must not take the worker (and the daemon)
-// down, and its value and stack must reach whoever observes the future.
+// call runs the handler. A panicking handler must not take the worker (and
+// the daemon) down, and its value and stack must reach whoever observes the
+// future. A handler that calls runtime.Goexit cannot be stopped from taking
+// its goroutine: its future fails with ErrGoexit here, on the way out, and
+// the worker is replaced (see work).
 func (f *Future[T]) call(fn func(context.Context) (T, error)) (v T, err error) {
+	returned := false
 	defer func() {
 		if r := recover(); r != nil {
 			var zero T
 			v, err = zero, &PanicError{Value: r, Stack: debug.Stack()}
+		} else if !returned {
+			var zero T
+			f.finish(zero, ErrGoexit)
 		}
 	}()
-	return fn(&f.ctx)
+	v, err = fn(&f.ctx)
+	returned = true
+	return v, err
 }
 
 func (l *Loop) count(failed bool) {
@@ -257,27 +271,22 @@ func (f *Future[T]) observe() {
 	}
 }
 
-// Cancel stops the future's work, as asyncio's Future.cancel: a future not
-// yet started (or made by NewFuture) fails at once with context.Canceled and
-// its handler never runs; a running handler gets its context cancelled and
-// the future completes with whatever the handler returns. It reports false
-// if the future was already done. A failure caused by Cancel is never
-// reported as unobserved.
+// Cancel cancels the future, as asyncio's Future.cancel: it is done at
+// once, failed with ErrCancelled (which also matches context.Canceled), and
+// its callbacks are scheduled. A handler not yet started never runs; a
+// running handler gets its context cancelled and whatever it returns later
+// is discarded (its worker stays busy until it returns, so a handler must
+// still honour its context). It reports false if the future was already
+// done. A failure caused by Cancel is never reported as unobserved.
 func (f *Future[T]) Cancel() bool {
 	f.mu.Lock()
-	switch f.state.Load() {
-	case futureDone:
+	if f.state.Load() == futureDone {
 		f.mu.Unlock()
 		return false
-	case futureRunning:
-		f.cancelRequested = true
-		f.ctx.cancelLocked()
-		f.mu.Unlock()
-		return true
 	}
 	f.cancelRequested = true
 	var zero T
-	schedule := f.completeLocked(zero, context.Canceled)
+	schedule := f.completeLocked(zero, ErrCancelled)
 	f.mu.Unlock()
 	f.afterComplete(schedule)
 	return true
@@ -286,8 +295,10 @@ func (f *Future[T]) Cancel() bool {
 // AddDoneCallback arranges for fn to run once on the loop goroutine after
 // the future is done, also if it is done already; callbacks run in the
 // order they were added, one at a time, so state they share needs no lock.
-// fn must not panic (nothing recovers it) and should not block: it holds up
-// every other callback.
+// fn should not block: it holds up every other callback. A panic in fn is
+// recovered, counted (Stats.CallbackPanics) and reported to
+// Options.OnCallbackPanic; the other callbacks still run. fn must not call
+// runtime.Goexit.
 //
 // If the loop goroutine has already stopped (Shutdown finished), fn runs
 // synchronously in the goroutine that adds it or that resolves the future,
@@ -322,11 +333,18 @@ func (f *Future[T]) complete() {
 	f.scheduled = false
 	f.mu.Unlock()
 	if cb != nil {
-		cb(f)
+		callback(f.loop, cb, f)
 	}
 	for _, fn := range cbs {
-		fn(f)
+		callback(f.loop, fn, f)
 	}
+}
+
+// callback runs a done-callback, recovering a panic (see
+// Loop.recoverCallback).
+func callback[T any](l *Loop, fn func(*Future[T]), f *Future[T]) {
+	defer l.recoverCallback()
+	fn(f)
 }
 
 // failure tracks whether a failed future's error was read. It is separate

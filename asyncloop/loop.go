@@ -2,6 +2,8 @@ package asyncloop
 
 import (
 	"context"
+	"log"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +50,14 @@ type Options struct {
 	// in Stats. If the loop has already stopped, it is called on the
 	// runtime's cleanup goroutine instead, so it must not block.
 	OnUnobserved func(err error)
+	// OnCallbackPanic is called with the value and stack of a
+	// done-callback, CallSoon, CallLater or OnUnobserved function that
+	// panicked; the loop recovers, counts it (Stats.CallbackPanics) and
+	// goes on with the next callback. It runs on the goroutine that ran
+	// the callback (normally the loop goroutine) and must not block; a
+	// panic in it is dropped. Nil: the panic and its stack are written to
+	// the standard logger (package log), so it is never silent.
+	OnCallbackPanic func(err *PanicError)
 }
 
 // Stats is a snapshot of a Loop's counters, for metrics.
@@ -69,6 +79,9 @@ type Stats struct {
 	Rejected uint64
 	// Unobserved counts failed futures collected with their error unread.
 	Unobserved uint64
+	// CallbackPanics counts done-callbacks, CallSoon and CallLater
+	// functions that panicked (and were recovered).
+	CallbackPanics uint64
 }
 
 // Lifecycle states of a Loop.
@@ -169,6 +182,7 @@ type Loop struct {
 	failed     atomic.Uint64
 	rejected   atomic.Uint64
 	unobserved atomic.Uint64
+	cbPanics   atomic.Uint64
 }
 
 // New returns a Loop that is not yet running. It starts no goroutines, so it
@@ -317,7 +331,41 @@ func (l *Loop) Stats() Stats {
 		Failed:     l.failed.Load(),
 		Rejected:   l.rejected.Load(),
 		Unobserved: l.unobserved.Load(),
+
+		CallbackPanics: l.cbPanics.Load(),
 	}
+}
+
+// recoverCallback is deferred around every function the loop runs on
+// behalf of its users other than handlers (those recover in Future.call):
+// a callback that panics must not take the loop goroutine, and with it
+// every later callback, down.
+func (l *Loop) recoverCallback() {
+	r := recover()
+	if r == nil {
+		return
+	}
+	l.cbPanics.Add(1)
+	pe := &PanicError{Value: r, Stack: debug.Stack()}
+	fn := l.opts.OnCallbackPanic
+	if fn == nil {
+		log.Printf("asyncloop: a callback panicked (recovered, the loop goes on): %v\n%s", r, pe.Stack)
+		return
+	}
+	defer func() { _ = recover() }() // a panicking reporter is dropped
+	fn(pe)
+}
+
+// runSoon runs one CallSoon / CallSoonWith function.
+func (l *Loop) runSoon(c soonCall) {
+	defer l.recoverCallback()
+	c.call()
+}
+
+// runCompleter runs one item of the completion list.
+func (l *Loop) runCompleter(c completer) {
+	defer l.recoverCallback()
+	c.complete()
 }
 
 // CallSoon schedules fn to run on the loop goroutine, after the functions
@@ -417,8 +465,17 @@ func (l *Loop) waitRoom(send func(*time.Timer) error) error {
 }
 
 // work is a worker goroutine: it runs tasks until Shutdown closes the queue.
+//
+// A handler that calls runtime.Goexit ends the worker's goroutine too (its
+// future has been failed with ErrGoexit on the way out); the deferred
+// function then starts a replacement, so the pool keeps its size.
 func (l *Loop) work() {
+	exited := true
 	defer func() {
+		if exited {
+			go l.work()
+			return
+		}
 		if l.liveWorkers.Add(-1) == 0 {
 			close(l.workersDone)
 		}
@@ -426,6 +483,7 @@ func (l *Loop) work() {
 	for t := range l.tasks {
 		t.run()
 	}
+	exited = false
 }
 
 // dispatch hands c to the loop goroutine. It never blocks on the loop. Once
@@ -435,7 +493,7 @@ func (l *Loop) dispatch(c completer) {
 	l.cmu.Lock()
 	if l.loopStopped {
 		l.cmu.Unlock()
-		c.complete()
+		l.runCompleter(c)
 		return
 	}
 	first := len(l.completed) == 0
@@ -456,7 +514,7 @@ func (l *Loop) runLoop() {
 	for {
 		select {
 		case c := <-l.soon:
-			c.call()
+			l.runSoon(c)
 		case <-l.wake:
 			batch = l.runBatch(batch)
 		case <-l.stopLoop:
@@ -476,7 +534,7 @@ func (l *Loop) runBatch(spare []completer) []completer {
 	l.completed = spare[:0]
 	l.cmu.Unlock()
 	for _, c := range batch {
-		c.complete()
+		l.runCompleter(c)
 	}
 	clear(batch) // drop references so finished futures can be collected
 	return batch[:0]
@@ -492,7 +550,7 @@ func (l *Loop) drainAndStop() {
 		for drained := false; !drained; {
 			select {
 			case c := <-l.soon:
-				c.call()
+				l.runSoon(c)
 			default:
 				drained = true
 			}

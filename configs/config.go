@@ -165,6 +165,11 @@ type Port struct {
 	// without fields. "" decodes nothing. The spec is checked by
 	// serialcbd, which owns the decoders, at ports[i].decode.
 	Decode string `yaml:"decode"`
+	// Poll lists requests the daemon sends on a schedule, each reply
+	// matched to its request (see Poll).
+	Poll []Poll `yaml:"poll"`
+	// Write lets brokers and HTTP write to the port; nil: no writes.
+	Write *PortWrite `yaml:"write"`
 }
 
 // InvalidSink returns the sink named by on_invalid: sink:NAME, or "" when
@@ -197,6 +202,8 @@ type Sink struct {
 	Postgres    yaml.Node `yaml:"postgres"`
 	MQTT        yaml.Node `yaml:"mqtt"`
 	NATS        yaml.Node `yaml:"nats"`
+	Kafka       yaml.Node `yaml:"kafka"`
+	AMQP        yaml.Node `yaml:"amqp"`
 }
 
 // Batch bounds how frames are grouped into one write.
@@ -235,8 +242,11 @@ type Route struct {
 }
 
 // PrefixBytes returns Prefix with its escapes read.
-func (r Route) PrefixBytes() ([]byte, error) {
-	s := r.Prefix
+func (r Route) PrefixBytes() ([]byte, error) { return unescape(r.Prefix, "") }
+
+// unescape reads the escapes \r \n \t \\ \xNN \NNN \uNNNN of s (\xNN is
+// one byte); hint ends the message of a bad escape's error.
+func unescape(s, hint string) ([]byte, error) {
 	var b []byte
 	for s != "" {
 		if s[0] != '\\' {
@@ -246,7 +256,7 @@ func (r Route) PrefixBytes() ([]byte, error) {
 		}
 		c, multibyte, tail, err := strconv.UnquoteChar(s, '"')
 		if err != nil {
-			return nil, errors.New(`bad escape: valid are \r \n \t \\ \xNN \NNN \uNNNN`)
+			return nil, errors.New(`bad escape: valid are \r \n \t \\ \xNN \NNN \uNNNN` + hint)
 		}
 		if multibyte {
 			b = utf8.AppendRune(b, c)
@@ -351,9 +361,9 @@ func (e *Error) Error() string {
 
 // Load reads, expands and checks a configuration file.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readLimited(path)
 	if err != nil {
-		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read config: %v", err)}
+		return nil, err
 	}
 	return Parse(path, data, os.LookupEnv)
 }
@@ -362,6 +372,9 @@ func Load(path string) (*Config, error) {
 // is replaced by lookup(NAME); an unset variable without a default is an
 // error, so a missing secret stops the start instead of reaching a sink.
 func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	if len(data) > MaxFileSize {
+		return nil, sizeError(file, int64(len(data)))
+	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, yamlSyntaxError(file, err)
@@ -371,6 +384,9 @@ func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Confi
 		return nil, &Error{File: file, Msg: "config is empty: see `serialcbd validate --example` for a starting point"}
 	}
 	root := doc.Content[0]
+	if err := checkCounts(file, root); err != nil {
+		return nil, err
+	}
 	if err := expandEnv(file, root, lookup); err != nil {
 		return nil, err
 	}
@@ -474,6 +490,9 @@ func (c *Config) Validate() error {
 	if err := c.checkSpool(); err != nil {
 		return err
 	}
+	if err := c.checkMetricsAddr(); err != nil {
+		return err
+	}
 	if len(c.Ports) == 0 {
 		return c.Errorf("ports", "no ports: add at least one entry with name and path")
 	}
@@ -516,6 +535,9 @@ func (c *Config) Validate() error {
 				return c.Errorf(key+"."+b.name, "must be a mapping of settings")
 			}
 		}
+	}
+	if err := c.checkTwoWay(); err != nil {
+		return err
 	}
 	if err := c.checkInvalid(ports); err != nil {
 		return err

@@ -16,8 +16,8 @@ func TestExampleIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Ports) != 2 || len(c.Sinks) != 2 || len(c.Routes) != 2 {
-		t.Fatalf("example has %d ports, %d sinks, %d routes; want 2, 2, 2", len(c.Ports), len(c.Sinks), len(c.Routes))
+	if len(c.Ports) != 3 || len(c.Sinks) != 2 || len(c.Routes) != 2 {
+		t.Fatalf("example has %d ports, %d sinks, %d routes; want 3, 2, 2", len(c.Ports), len(c.Sinks), len(c.Routes))
 	}
 	if c.Ports[1].Framing != `lines:\r` {
 		t.Errorf("framing = %q", c.Ports[1].Framing)

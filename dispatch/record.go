@@ -32,19 +32,29 @@ func AppendJSON(dst []byte, f *serialcb.Frame) []byte {
 	dst = appendUint(dst, f.Seq)
 	dst = append(dst, `,"received_at":"`...)
 	dst = f.ReceivedAt.UTC().AppendFormat(dst, TimeLayout)
-	dst = append(dst, `","payload":`...)
-	if utf8.Valid(f.Payload) {
-		dst = jsontext.AppendString(dst, f.Payload)
+	dst = append(dst, `",`...)
+	dst = AppendPayload(dst, f.Payload, f.Fields)
+	return append(dst, '}')
+}
+
+// AppendPayload appends the members "payload" (text when payload is valid
+// UTF-8, else base64 followed by "encoding":"base64") and, when fields is
+// not empty, "fields" (fields as they are: one JSON object), as every
+// record with a payload writes them.
+func AppendPayload(dst, payload, fields []byte) []byte {
+	dst = append(dst, `"payload":`...)
+	if utf8.Valid(payload) {
+		dst = jsontext.AppendString(dst, payload)
 	} else {
 		dst = append(dst, '"')
-		dst = base64.StdEncoding.AppendEncode(dst, f.Payload)
+		dst = base64.StdEncoding.AppendEncode(dst, payload)
 		dst = append(dst, `","encoding":"base64"`...)
 	}
-	if len(f.Fields) > 0 {
+	if len(fields) > 0 {
 		dst = append(dst, `,"fields":`...)
-		dst = append(dst, f.Fields...)
+		dst = append(dst, fields...)
 	}
-	return append(dst, '}')
+	return dst
 }
 
 // FormatTime formats t as records store received_at.

@@ -12,9 +12,17 @@ package serialcb
 //
 // A Cutter is not safe for concurrent use; each read loop owns one.
 type Cutter struct {
-	f   Framer
-	res resumer // f's optional resume capability, or nil
-	max int
+	f    Framer
+	res  resumer // f's optional resume capability, or nil
+	max  int
+	full int // with a fullEmitter framer: emit a frame held this long; else 0
+
+	// gate is the ready sequence bytes must pass before framing starts
+	// (see Ready), or nil; gateSeen tells it was seen since the last Reset
+	// and gateAt how much of it the latest bytes matched.
+	gate     *readyGate
+	gateSeen bool
+	gateAt   int
 
 	// buf holds the partial frame (or, while skipping, the few bytes Skip
 	// kept) between Feeds; len(buf) < max after every Feed, cap(buf) == max.
@@ -22,8 +30,9 @@ type Cutter struct {
 	// scanned is how many bytes at the start of buf Split already returned
 	// 0 on, so a resumer need not search them again.
 	scanned  int
-	skipping bool // inside an oversize frame, dropping up to the next boundary
-	dropped  int  // bytes of that oversize frame dropped so far
+	skipping bool   // inside an oversize frame, dropping up to the next boundary
+	dropped  int    // bytes of that oversize frame dropped so far
+	noise    uint64 // bytes dropped between frames, in total
 }
 
 // NewCutter returns a Cutter for f. A maxFrame below 1, or below the length
@@ -31,13 +40,21 @@ type Cutter struct {
 // hold even an empty frame. For the idle framer, whose boundary (silence)
 // takes no bytes, a frame of exactly maxFrame bytes is held and emitted.
 func NewCutter(f Framer, maxFrame int) *Cutter {
-	c := &Cutter{f: f, max: max(maxFrame, 1)}
+	c := &Cutter{max: max(maxFrame, 1)}
+	if g, ok := f.(readyGate); ok {
+		c.gate = &g
+		f = g.Framer
+	}
+	c.f = f
 	c.res, _ = f.(resumer)
 	if b, ok := f.(boundaryLen); ok {
 		c.max = max(c.max, b.boundaryLen())
 	}
 	if _, ok := f.(gapBounded); ok {
 		c.max++ // the buffer holds < max bytes: let it hold maxFrame
+	}
+	if fe, ok := f.(fullEmitter); ok && fe.emitsFull() {
+		c.full = c.max - 1
 	}
 	return c
 }
@@ -53,6 +70,11 @@ func NewCutter(f Framer, maxFrame int) *Cutter {
 // Feed may rewrite the bytes of p it consumed: pass a copy if p is needed
 // afterwards.
 func (c *Cutter) Feed(p []byte, emit func(payload []byte), oversize func(dropped int)) {
+	if c.gate != nil && !c.gateSeen {
+		k := c.passGate(p)
+		c.noise += uint64(k)
+		p = p[k:]
+	}
 	for len(p) > 0 {
 		if len(c.buf) == 0 {
 			k := c.cut(p, emit, oversize)
@@ -109,13 +131,16 @@ func (c *Cutter) cut(w []byte, emit func([]byte), oversize func(int)) int {
 			n, frame = c.f.Split(window)
 		}
 		if n <= 0 {
-			if len(window) >= c.max {
+			if c.full > 0 && len(window) >= c.full {
+				n, frame = c.full, window[:c.full:c.full] // full: a frame as it stands
+			} else if len(window) >= c.max {
 				c.skipping = true // no boundary within max bytes
 				c.scanned = 0
 				continue
+			} else {
+				c.scanned = len(rest)
+				break
 			}
-			c.scanned = len(rest)
-			break
 		}
 		n = min(n, len(rest))
 		off += n
@@ -125,7 +150,9 @@ func (c *Cutter) cut(w []byte, emit func([]byte), oversize func(int)) int {
 			// A framer that returns more than it was shown (a faulty one):
 			// drop it as oversize.
 			c.reportOversize(oversize, n)
-		case frame != nil && emit != nil:
+		case frame == nil:
+			c.noise += uint64(n)
+		case emit != nil:
 			emit(frame)
 		}
 	}
@@ -157,12 +184,14 @@ func (c *Cutter) Flush(emit func(payload []byte), oversize func(dropped int)) bo
 		return false
 	}
 	p := c.buf
+	held := len(p)
 	c.buf = c.buf[:0]
 	c.scanned = 0
 	if fin, ok := c.f.(finisher); ok {
 		p = fin.finish(p)
 	}
 	if len(p) == 0 {
+		c.noise += uint64(held)
 		return false // noise, such as a lone '\r'
 	}
 	if emit != nil {
@@ -196,12 +225,51 @@ func (c *Cutter) Dropping() int {
 	return c.dropped + len(c.buf)
 }
 
+// Noise returns how many bytes were dropped between frames since the
+// Cutter was made: bytes that started no frame (garbage, a GNSS packet
+// failing its checksum), empty lines, malformed escaped frames. Oversize
+// frames are not noise: they are reported to Feed's oversize callback.
+func (c *Cutter) Noise() uint64 { return c.noise }
+
 // Reset discards the partial frame and any skip in progress, keeping the
 // buffer: a reader calls it when the port is reopened, so bytes from before
 // a disconnect are never glued to bytes after it.
 func (c *Cutter) Reset() {
+	c.gateSeen, c.gateAt = false, 0
 	c.buf = c.buf[:0]
 	c.scanned = 0
 	c.skipping = false
 	c.dropped = 0
+}
+
+// completer is an optional Framer capability: complete returns the frame
+// at the start of buf (a prefix of it) when Split held it back only because
+// more bytes might still extend it (a regex match), or nil.
+type completer interface {
+	complete(buf []byte) []byte
+}
+
+// FlushComplete emits the frame the pending bytes begin with when it is
+// whole and only waited for bytes that might extend it (see Regex), and
+// reports whether it did; the bytes after it stay pending. A true partial
+// frame stays pending. The read loop calls it at stop, so such a frame is
+// delivered, never dropped.
+func (c *Cutter) FlushComplete(emit func(payload []byte)) bool {
+	if c.skipping || len(c.buf) == 0 {
+		return false
+	}
+	cf, ok := c.f.(completer)
+	if !ok {
+		return false
+	}
+	p := cf.complete(c.buf)
+	if len(p) == 0 {
+		return false
+	}
+	if emit != nil {
+		emit(p)
+	}
+	c.buf = c.buf[:copy(c.buf, c.buf[len(p):])]
+	c.scanned = 0
+	return true
 }

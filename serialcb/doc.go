@@ -9,6 +9,13 @@
 // returns. When the device vanishes (a USB unplug) the Reader logs it, marks
 // the port down and reopens it with capped exponential backoff.
 //
+// The port is shared, not fought over: Reader.Write queues bytes for the
+// open port (a bounded queue; full or port down is an error at once) and
+// a goroutine of the connection writes them between frames, when no frame
+// is being received and the line has been quiet for 3.5 character times.
+// A WriteRequest's BeforeWrite hook lets a caller arm reply matching just
+// before its bytes go out. The read loop only publishes two atomics for it.
+//
 // Framing is pure and bounded: a Framer only finds boundaries; the Cutter
 // holds the partial frame in a buffer that never grows past the configured
 // maximum frame size, so no input (a megabyte without a delimiter, NUL
@@ -17,5 +24,6 @@
 // delivered.
 //
 // The package imports nothing else from serialcbd, so it can be used on its
-// own. Its subpackage vport makes in-process virtual serial ports for tests.
+// own. Its subpackage vport makes in-process virtual serial ports for tests;
+// vport/meter simulates a Modbus RTU meter on one.
 package serialcb

@@ -27,7 +27,9 @@ type Frame struct {
 	Payload []byte
 	// Fields holds the named values a decoder found in the payload, as one
 	// JSON object ({"name":value,...}); nil when the port has no decoder or
-	// the decoder found nothing. Encoded once, where the frame is cut, so
+	// the decoder found nothing. A framer that knows what it cut (gnss:
+	// {"proto":"ubx","class":1,"id":7}) sets them at the read loop; a
+	// decoder that reads the payload replaces them. Encoded once, where the frame is cut, so
 	// every sink writes the same bytes and the spool keeps them.
 	Fields []byte
 }
@@ -85,6 +87,16 @@ func (id ID) appendTo(dst []byte) []byte {
 	b[23] = '-'
 	hex.Encode(b[24:36], id[10:16])
 	return append(dst, b[:]...)
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler with ParseID.
+func (id *ID) UnmarshalText(b []byte) error {
+	v, err := ParseID(string(b))
+	if err != nil {
+		return err
+	}
+	*id = v
+	return nil
 }
 
 // ErrBadID is returned by ParseID for text that is not a hyphenated UUID.

@@ -66,11 +66,37 @@ type finisher interface {
 	finish(buf []byte) []byte
 }
 
+// fielder is an optional Framer capability: appendFields appends a JSON
+// object describing a payload it cut (what protocol, which message), which
+// the Reader stores in Frame.Fields; it appends nothing when it has nothing
+// to say. It must not allocate beyond growing dst.
+type fielder interface {
+	appendFields(dst, payload []byte) []byte
+}
+
+// AppendFields appends the fields f gives a payload it cut (see GNSS), as
+// the Reader stores them in Frame.Fields, and returns dst unchanged when f
+// gives none. It is for tools that cut with a Cutter, such as a monitor.
+func AppendFields(f Framer, dst, payload []byte) []byte {
+	if fl, ok := innerFramer(f).(fielder); ok {
+		return fl.appendFields(dst, payload)
+	}
+	return dst
+}
+
+// partialGuard is an optional Framer capability: the framer cannot turn a
+// partial frame into a payload (it is known good only by a checksum at its
+// end), so PortConfig.Validate refuses PartialEmit with partialErr.
+type partialGuard interface {
+	partialErr() error
+}
+
 // lines is the Framer returned by Lines and LinesFlush.
 type lines struct {
 	delim   []byte
 	stripCR bool          // delim is "\n": drop a '\r' before it too
 	flush   time.Duration // idle flush of a partial line, or 0
+	include bool          // the payload keeps the delimiter (and its '\r')
 }
 
 var (
@@ -115,6 +141,12 @@ func (l lines) IdleGap(PortConfig) time.Duration { return l.flush }
 
 // finish implements finisher.
 func (l lines) finish(buf []byte) []byte {
+	if l.include {
+		if len(buf) == 0 || (l.stripCR && len(buf) == 1 && buf[0] == '\r') {
+			return nil
+		}
+		return buf[:len(buf):len(buf)]
+	}
 	if l.stripCR && len(buf) > 0 && buf[len(buf)-1] == '\r' {
 		buf = buf[:len(buf)-1]
 	}
@@ -143,6 +175,9 @@ func (l lines) SplitFrom(buf []byte, from int) (int, []byte) {
 	if i == 0 {
 		return n, nil // empty line: noise
 	}
+	if l.include {
+		return n, buf[:n:n]
+	}
 	return n, buf[:i:i]
 }
 
@@ -169,67 +204,102 @@ const framingSpecs = framingHelp
 //	"lines[:<delim>]:flush=DUR"
 //	                   LinesFlush: the same, and a partial line is a frame
 //	                   after DUR (a Go duration: 200ms, 1.5s) of silence
+//	"lines[:<delim>]:include"
+//	                   the payload keeps the delimiter (with "\n", a '\r'
+//	                   before it too); combines with flush=DUR
 //	"idle:Nc"          IdleChars(N): a frame ends after N character times
 //	                   of silence (idle:3.5c for Modbus RTU)
 //	"idle:DUR"         Idle(DUR): a frame ends after DUR of silence (idle:5ms)
+//	"idle:…:on_full=emit"
+//	                   EmitWhenFull: a frame reaching the max is emitted
+//	                   instead of dropped
 //	"fixed:N"          Fixed(N): every N bytes
-//	"len:T[:offset=K][:inclusive]"
+//	"len:T[:offset=K][:inclusive][:start=HEX][:adjust=±N][:max=N]"
 //	                   Len: a length field of type T (u8, u16be, u16le,
-//	                   u32be, u32le) at byte K (default 0); the length counts
-//	                   the bytes after the field, or with inclusive the whole
-//	                   frame; the payload is the whole frame
+//	                   u32be, u32le) at byte K (default 0, or just after
+//	                   the start bytes); the length counts the bytes after
+//	                   the field, or with inclusive the whole frame, plus
+//	                   adjust; start= are sync bytes hunted for, max= the
+//	                   largest length value; the payload is the whole frame
+//	"between:STARTHEX:ENDHEX[:include]"
+//	                   Between: frames from one byte sequence to another
 //	"stx-etx"          StxEtx: 0x02 payload 0x03
 //	"stx-etx:esc=0xNN" the same, with escape byte 0xNN (0x10 for DLE)
 //	"slip"             SLIP (RFC 1055), payload unescaped
 //	"cobs"             COBS, 0x00-terminated, payload decoded
+//	"gnss"             GNSS: NMEA 0183, UBX and RTCM 3 packets hunted by
+//	                   their sync bytes, each checked by its checksum
 //	"regex:EXPR"       Regex: each match of the Go regexp EXPR is a frame
 //
-// The arguments of regex and lines are taken verbatim after the first
-// colon, so they may contain colons; a lines argument that ends with
-// ":flush=DUR", or is "flush=DUR", carries the flush option.
+// Any spec may end with ":ready=HEX" (Ready): bytes are discarded until
+// that sequence has been seen once after the port opens. The arguments of
+// regex and lines are taken verbatim after the first colon, so they may
+// contain colons; a lines argument that ends with ":flush=DUR" or
+// ":include", or is one of them, carries the option.
 // Durations run from 100µs to 1h.
 func ParseFraming(spec string) (Framer, error) {
+	if i := strings.LastIndex(spec, ":ready="); i >= 0 {
+		seq, err := parseHex(spec[i+len(":ready="):])
+		if err != nil || len(seq) > 64 {
+			return nil, fmt.Errorf("framing %q: ready=: want 1 to 64 bytes in hex, such as ready=52454144590D0A (READY\\r\\n)", spec)
+		}
+		f, err := ParseFraming(spec[:i])
+		if err != nil {
+			return nil, err
+		}
+		return Ready(f, seq), nil
+	}
 	name, arg, hasArg := strings.Cut(spec, ":")
 	switch {
 	case spec == "" || spec == "lines":
 		return Lines(nil), nil
 	case name == "lines" && hasArg:
-		var flush time.Duration
-		if d, ok := strings.CutPrefix(arg, "flush="); ok {
-			arg = ""
-			flush = -1
-			if v, err := parseGap(d); err == nil {
-				flush = v
-			}
-		} else if i := strings.LastIndex(arg, ":flush="); i >= 0 {
-			flush = -1
-			if v, err := parseGap(arg[i+len(":flush="):]); err == nil {
-				flush = v
-			}
-			arg = arg[:i]
-			if arg == "" {
-				return nil, fmt.Errorf("framing %q: empty delimiter (use \"lines:flush=DUR\" for newline)", spec)
-			}
-		}
-		if flush < 0 {
-			return nil, fmt.Errorf("framing %q: flush: want a duration from %v to %v, such as flush=200ms", spec, minGap, maxGap)
-		}
-		delim := ""
-		if arg != "" || flush == 0 {
-			var err error
-			if delim, err = unescape(arg); err != nil {
-				return nil, fmt.Errorf("framing %q: delimiter: %w", spec, err)
-			}
-			if delim == "" {
-				return nil, fmt.Errorf("framing %q: empty delimiter (use \"lines\" for newline)", spec)
-			}
-		}
-		return LinesFlush([]byte(delim), flush), nil
+		return parseLines(spec, arg)
 	}
 	if f, ok, err := parseBinaryFraming(spec); ok {
 		return f, err
 	}
 	return nil, fmt.Errorf("unknown framing %q: valid specs are %s", spec, framingSpecs)
+}
+
+// parseLines parses the argument of "lines:": a delimiter, options at its
+// end (":flush=DUR", ":include"), or only options.
+func parseLines(spec, arg string) (Framer, error) {
+	var flush time.Duration
+	include, hadOpt := false, false
+	for {
+		rest := ""
+		if arg == "include" || strings.HasSuffix(arg, ":include") {
+			include, hadOpt = true, true
+			rest = strings.TrimSuffix(arg, "include")
+		} else if i := strings.LastIndex(arg, "flush="); i >= 0 && (i == 0 || arg[i-1] == ':') && flush == 0 {
+			v, err := parseGap(arg[i+len("flush="):])
+			if err != nil {
+				return nil, fmt.Errorf("framing %q: flush: want a duration from %v to %v, such as flush=200ms", spec, minGap, maxGap)
+			}
+			flush, hadOpt = v, true
+			rest = arg[:i]
+		} else {
+			break
+		}
+		if rest == ":" {
+			return nil, fmt.Errorf("framing %q: empty delimiter (use \"lines:flush=DUR\" or \"lines:include\" for newline)", spec)
+		}
+		arg = strings.TrimSuffix(rest, ":")
+	}
+	delim := ""
+	if arg != "" || !hadOpt {
+		var err error
+		if delim, err = unescape(arg); err != nil {
+			return nil, fmt.Errorf("framing %q: delimiter: %w", spec, err)
+		}
+		if delim == "" {
+			return nil, fmt.Errorf("framing %q: empty delimiter (use \"lines\" for newline)", spec)
+		}
+	}
+	l := LinesFlush([]byte(delim), flush).(lines)
+	l.include = include
+	return l, nil
 }
 
 // Bounds of an idle gap or flush delay given as a duration: below 100µs the

@@ -22,6 +22,17 @@ var framerGoldenCases = map[string]map[string]struct {
 		"u16be.bin":               {"len:u16be", 32},
 		"u32be_garbage.bin":       {"len:u32be", 64},
 		"u8_offset_inclusive.bin": {"len:u8:offset=1:inclusive", 24},
+		"sync_hunt.bin":           {"len:u8:start=AA55:max=32", 32},
+		"cctalk.bin":              {"len:u8:offset=1:adjust=3", 64},
+		"ccsds.bin":               {"len:u16be:offset=4:adjust=1", 64},
+	},
+	"between": {
+		"angle.bin":         {"between:3C3C:3E3E", 24},
+		"angle_include.bin": {"between:3C3C:3E3E:include", 24},
+		"dle.bin":           {"between:1002:1003", 24},
+	},
+	"ready": {
+		"banner.bin": {"lines:ready=52454144590D0A", 64},
 	},
 	"stx-etx": {
 		"plain.bin": {"stx-etx", 16},
@@ -33,6 +44,11 @@ var framerGoldenCases = map[string]map[string]struct {
 	},
 	"cobs": {
 		"cobs.bin": {"cobs", 16},
+	},
+	"gnss": {
+		// NMEA, UBX and RTCM 3 with noise, bad checksums and cut packets
+		// (testdata/gen); max 64 shows gnss raising it to its largest packet.
+		"mixed.bin": {"gnss", 64},
 	},
 	"regex": {
 		"nmea.bin": {`regex:\$GP[A-Z]{3},[^\r\n]*\r\n`, 64},

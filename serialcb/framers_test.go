@@ -127,7 +127,8 @@ func TestParseFramingSpecs(t *testing.T) {
 		{spec: "stx-etx:esc=16", in: "\x02\x10\x03\x03", frames: []string{"\x03"}},
 		{spec: "slip", in: "\xc0a\xdb\xdc\xc0", frames: []string{"a\xc0"}},
 		{spec: "cobs", in: "\x03ab\x00", frames: []string{"ab"}},
-		{spec: `regex:\d+;`, in: "x12;y3;", frames: []string{"12;"}}, // "3;" is last: may grow
+		{spec: `regex:\d+;`, in: "x12;y3;", frames: []string{"12;", "3;"}}, // "3;" cannot grow: final at once
+		{spec: `regex:\d+`, in: "x12;y3", frames: []string{"12"}},          // "3" may grow
 		{spec: `regex:\d+;`, in: "x12;y3;.", frames: []string{"12;", "3;"}},
 		{spec: `regex:a:b`, in: "a:b.", frames: []string{"a:b"}},
 		{spec: "fixed", wantErr: "want fixed:N"},
@@ -143,7 +144,7 @@ func TestParseFramingSpecs(t *testing.T) {
 		{spec: "regex:", wantErr: "want regex:EXPR"},
 		{spec: "regex:(", wantErr: "missing closing"},
 		{spec: "regex:a*", wantErr: "empty string"},
-		{spec: "nope", wantErr: `"slip", "cobs", "regex:EXPR"`},
+		{spec: "nope", wantErr: `"slip", "cobs", "gnss"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {

@@ -27,6 +27,7 @@ var goldenCases = map[string]struct {
 	"oversize.bin":      {"lines", 32},
 	"etx.bin":           {`lines:\x03`, 16},
 	"crlf_explicit.bin": {`lines:\r\n`, 64},
+	"include.bin":       {`lines:\r\n:include`, 64},
 }
 
 // transcript renders what a Cutter produced, one event per line: a frame as

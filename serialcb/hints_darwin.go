@@ -6,10 +6,6 @@ const PortNamesHint = "a USB adapter shows up as /dev/cu.usbserial-* or /dev/cu.
 
 const arrivalHint = "`ls /dev/cu.*` shows it once the driver has it"
 
-func permissionHint(path string) string {
-	return "check the permissions of " + path + " (`ls -l " + path + "`); some adapters need their vendor's driver"
-}
-
 func busyHint(path string) string {
 	return "another process holds the port (find it with `lsof " + path + "`); stop it or pick another port"
 }

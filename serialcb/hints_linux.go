@@ -6,11 +6,6 @@ const PortNamesHint = "a USB adapter shows up as /dev/ttyUSB* or /dev/ttyACM*, a
 
 const arrivalHint = "`dmesg | tail` shows it arriving"
 
-func permissionHint(path string) string {
-	return "the user needs the dialout group: `sudo usermod -aG dialout $USER` then log in again; " +
-		"under systemd set SupplementaryGroups=dialout; in Docker use --device " + path + " --group-add dialout"
-}
-
 func busyHint(path string) string {
 	return "another process holds the port (find it with `fuser -v " + path + "`); stop it or pick another port"
 }

@@ -8,10 +8,6 @@ const PortNamesHint = "serial devices are in /dev (e.g. /dev/cuaU0 on FreeBSD)"
 
 const arrivalHint = "`dmesg | tail` shows it arriving"
 
-func permissionHint(path string) string {
-	return "check the permissions of " + path + " (`ls -l " + path + "`) and the groups of the user running serialcbd"
-}
-
 func busyHint(path string) string {
 	return "another process holds the port (find it with `fstat " + path + "`); stop it or pick another port"
 }

@@ -6,10 +6,6 @@ const PortNamesHint = `a USB adapter shows up as COM3, COM4, … (Device Manager
 
 const arrivalHint = `Device Manager, "Ports (COM & LPT)", shows it arriving`
 
-// permissionHint: Windows reports a port that another program holds as
-// access denied, so both hints say the same.
-func permissionHint(path string) string { return busyHint(path) }
-
 func busyHint(path string) string {
 	return "another program holds " + path + " (a terminal, a vendor tool, another serialcbd); close it or pick another port"
 }

@@ -239,6 +239,7 @@ var idleGoldenCases = map[string]struct {
 }{
 	"idle/modbus-rtu.hex":   {"idle:3.5c", 256},
 	"idle/noise.hex":        {"idle:3.5c", 16},
+	"idle/on-full.hex":      {"idle:3.5c:on_full=emit", 16},
 	"idle-lines/prompt.hex": {"lines:flush=200ms", 24},
 }
 

@@ -52,3 +52,52 @@ func TestIntegrationReaderPartialAtStop(t *testing.T) {
 		})
 	}
 }
+
+// A regex frame that cannot grow is delivered as soon as it is read, not
+// when the next byte comes; one that could grow is delivered whole at stop
+// even with the default drop of partial frames.
+func TestIntegrationReaderRegexLastFrame(t *testing.T) {
+	pair := newPair(t)
+	framer, err := ParseFraming(`regex:\$GP[^\r\n]*\r\n`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReader(t, PortConfig{Name: "p", Path: pair.Path(), Framer: framer}, nil)
+	c := newCollector()
+	stop := startReader(t, r, c.onFrame)
+	const last = "$GPGSV,4,4,13,29,07,034,*7F\r\n"
+	if _, err := pair.Write([]byte(last)); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.waitN(t, 1); string(got[0].Payload) != last { // no further byte is ever written
+		t.Fatalf("frame %q", got[0].Payload)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	pair2 := newPair(t)
+	framer, err = ParseFraming(`regex:[0-9]+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = newReader(t, PortConfig{Name: "p", Path: pair2.Path(), Framer: framer}, nil)
+	c = newCollector()
+	stop = startReader(t, r, c.onFrame)
+	if _, err := pair2.Write([]byte("x12")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Stats().Bytes < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("read %d of 3 bytes", r.Stats().Bytes)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.payloads(); len(got) != 1 || got[0] != "12" {
+		t.Fatalf("frames at stop %q, want [12]", got)
+	}
+}

@@ -8,7 +8,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -74,15 +76,57 @@ func TestOpenErrorsAsUnprivilegedUser(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root, to start a child process as another user")
 	}
-	t.Run("permission denied", func(t *testing.T) {
-		p := newPair(t) // its /dev/pts/N belongs to root, mode 0620: nobody may not open it
-		out := openAsNobody(t, p.SlavePath())
-		for _, want := range []string{"KIND=" + OpenPermission.String(), "dialout", "usermod -aG dialout", "SupplementaryGroups=dialout", "--group-add dialout"} {
-			if !strings.Contains(out, want) {
-				t.Errorf("output lacks %q:\n%s", want, out)
+	// The hint follows the device's owner, group and mode: joining dialout
+	// helps only with a device of group dialout.
+	dialout, dialoutErr := user.LookupGroup("dialout")
+	for _, tt := range []struct {
+		name  string
+		gid   string // "" keeps the pty's group
+		mode  os.FileMode
+		want  []string
+		avoid []string
+	}{
+		{"pty 0620", "", 0o620, []string{"mode 0620", "only root may open it", "udev rule"}, []string{"dialout"}},
+		{"root:root 0600", "0", 0o600, []string{"root:root, mode 0600", "only root may open it"}, []string{"dialout", "usermod"}},
+		{"root:dialout 0660", "dialout", 0o660, []string{"root:dialout, mode 0660", "group dialout", "sudo usermod -aG dialout $USER", "SupplementaryGroups=dialout", "--group-add dialout"}, nil},
+	} {
+		t.Run("permission denied "+tt.name, func(t *testing.T) {
+			p := newPair(t)
+			gid := tt.gid
+			if gid == "dialout" {
+				if dialoutErr != nil {
+					t.Skip("no dialout group here:", dialoutErr)
+				}
+				gid = dialout.Gid
 			}
-		}
-	})
+			if gid != "" {
+				n, _ := strconv.Atoi(gid)
+				if err := os.Chown(p.SlavePath(), 0, n); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Chmod(p.SlavePath(), tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			out := openAsNobody(t, p.SlavePath())
+			if !strings.Contains(out, "KIND="+OpenPermission.String()) {
+				t.Fatalf("want a permission error:\n%s", out)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(out, want) {
+					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+			for _, avoid := range tt.avoid {
+				if strings.Contains(out, avoid) {
+					t.Errorf("output has %q:\n%s", avoid, out)
+				}
+			}
+			if low := strings.ToLower(out); strings.Contains(low, "permission denied: permission denied") {
+				t.Errorf("output repeats itself:\n%s", out)
+			}
+		})
+	}
 	t.Run("busy", func(t *testing.T) {
 		p := newPair(t)
 		if err := os.Chmod(p.SlavePath(), 0o666); err != nil {
@@ -98,6 +142,9 @@ func TestOpenErrorsAsUnprivilegedUser(t *testing.T) {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q:\n%s", want, out)
 			}
+		}
+		if low := strings.ToLower(out); strings.Contains(low, "busy: serial port busy") {
+			t.Errorf("output repeats itself:\n%s", out)
 		}
 	})
 }

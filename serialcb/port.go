@@ -76,8 +76,14 @@ type PortConfig struct {
 	// ends: PartialDrop (logged at debug) or PartialEmit (delivered as a
 	// frame, counted as flushed). "" is the framer's default: emit for
 	// idle framing, whose pending frame only waits for its gap, drop for
-	// the others, whose pending bytes lack their end.
+	// the others, whose pending bytes lack their end. An emitted partial
+	// frame is decoded as a whole one would be (SLIP and stx-etx escapes
+	// undone, STX and COBS code bytes removed). Framers whose frames are
+	// only known good by a checksum (gnss) refuse emit: see Validate.
 	PartialAtStop string
+	// WriteQueue bounds the write requests waiting for the port (see
+	// Reader.Write); a request beyond it fails at once. Default 16.
+	WriteQueue int
 }
 
 // PartialAtStop values.
@@ -100,6 +106,9 @@ func (c PortConfig) Validate() error {
 	if p := c.PartialAtStop; p != "" && p != PartialDrop && p != PartialEmit {
 		add("partial frame at stop must be %q or %q, got %q", PartialEmit, PartialDrop, p)
 	}
+	if g, ok := innerFramer(c.Framer).(partialGuard); ok && c.PartialAtStop == PartialEmit {
+		add("%v", g.partialErr())
+	}
 	if c.DataBits != 0 && (c.DataBits < 5 || c.DataBits > 8) {
 		add("data bits must be 5..8, got %d", c.DataBits)
 	}
@@ -120,6 +129,9 @@ func (c PortConfig) Validate() error {
 	}
 	if c.ReadBuffer < 0 || c.ReadBuffer > maxReadBuffer {
 		add("read buffer must be 0 (default %d) or 1..%d bytes, got %d", DefaultReadBuffer, maxReadBuffer, c.ReadBuffer)
+	}
+	if c.WriteQueue < 0 || c.WriteQueue > maxWriteQueue {
+		add("write queue must be 0 (default %d) or 1..%d requests, got %d", DefaultWriteQueue, maxWriteQueue, c.WriteQueue)
 	}
 	if c.SilenceTimeout < 0 {
 		add("silence timeout must not be negative (0 turns the watchdog off)")
@@ -178,6 +190,9 @@ func (c PortConfig) withDefaults() PortConfig {
 	}
 	if c.ReadBuffer == 0 {
 		c.ReadBuffer = DefaultReadBuffer
+	}
+	if c.WriteQueue == 0 {
+		c.WriteQueue = DefaultWriteQueue
 	}
 	if c.ReconnectMin == 0 {
 		c.ReconnectMin = DefaultReconnectMin
@@ -269,11 +284,18 @@ type OpenError struct {
 	Kind OpenErrorKind
 	Err  error
 	Hint string
+	// PID is, with OpenBusy, the process holding the port's lock when
+	// known (from the device's flock or its UUCP lock file), else 0.
+	PID int
 }
 
-// Error reads "open serial port PATH: KIND: ERR; HINT".
+// Error reads "open serial port PATH: KIND: ERR; HINT", without KIND when
+// ERR says it already ("Permission denied", "Serial port busy").
 func (e *OpenError) Error() string {
 	s := fmt.Sprintf("open serial port %s: %s: %v", e.Path, e.Kind, e.Err)
+	if e.Err != nil && strings.Contains(strings.ToLower(e.Err.Error()), e.Kind.String()) {
+		s = fmt.Sprintf("open serial port %s: %v", e.Path, e.Err)
+	}
 	if e.Hint != "" {
 		s += "; " + e.Hint
 	}
@@ -300,7 +322,7 @@ func (e *OpenError) Is(target error) bool {
 
 // Open opens the port described by cfg with its line settings, for blocking
 // reads (no read timeout; Close wakes a blocked Read). Its failures are
-// *OpenError values whose message says what to do: join the dialout group,
+// *OpenError values whose message says what to do: join the device's group,
 // find the process holding the port, or pick one of the ports that exist.
 func Open(cfg PortConfig) (serial.Port, error) {
 	return openPort(cfg, true)
@@ -314,15 +336,23 @@ func openPort(cfg PortConfig, listPorts bool) (serial.Port, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	// The advisory locks (lock_unix.go) first: a port another process
+	// holds is refused before opening it, even to root.
+	lock, err := lockPort(cfg.Path, uucpLockDir)
+	if err != nil {
+		return nil, err
+	}
 	port, err := serial.Open(cfg.Path, cfg.mode())
 	if err != nil {
+		lock.release()
 		return nil, classifyOpenError(cfg, err, listPorts)
 	}
 	if err := port.SetReadTimeout(serial.NoTimeout); err != nil {
 		port.Close()
+		lock.release()
 		return nil, &OpenError{Path: cfg.Path, Kind: OpenFailed, Err: err}
 	}
-	return port, nil
+	return &lockedPort{Port: port, lock: lock}, nil
 }
 
 func classifyOpenError(cfg PortConfig, err error, listPorts bool) *OpenError {
@@ -357,7 +387,7 @@ func classifyOpenError(cfg PortConfig, err error, listPorts bool) *OpenError {
 			e.Hint = notFoundHint()
 		}
 	case OpenPermission:
-		e.Hint = permissionHint(cfg.Path)
+		e.Hint = permissionHint(cfg.Path) // perm_unix.go, perm_other.go
 	case OpenBusy:
 		e.Hint = busyHint(cfg.Path)
 	case OpenInvalid:

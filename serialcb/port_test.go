@@ -95,8 +95,8 @@ func TestClassifyOpenError(t *testing.T) {
 	}{
 		{syscall.ENOENT, OpenNotFound, ErrPortNotFound, "plugged in"},
 		{syscall.ENODEV, OpenNotFound, ErrPortNotFound, "plugged in"},
-		{syscall.EACCES, OpenPermission, ErrPermission, "usermod -aG dialout"},
-		{syscall.EPERM, OpenPermission, ErrPermission, "SupplementaryGroups=dialout"},
+		{syscall.EACCES, OpenPermission, ErrPermission, "ls -l /dev/ttyUSB0"}, // no such device here: the hint cannot know its group
+		{syscall.EPERM, OpenPermission, ErrPermission, "owner, group and mode"},
 		{syscall.EBUSY, OpenBusy, ErrPortBusy, "another process"},
 		{&serial.PortError{}, OpenBusy, ErrPortBusy, "fuser"}, // the zero PortError is PortBusy
 		{fmt.Errorf("wrapped: %w", &serial.PortError{}), OpenBusy, ErrPortBusy, "fuser"},

@@ -50,14 +50,29 @@ type Reader struct {
 	openedOnce sync.Once
 
 	bytes, frames, oversize, oversizeBytes, reconnects, silences atomic.Uint64
-	timeouts, flushed                                            atomic.Uint64
+	timeouts, flushed, noise                                     atomic.Uint64
 	up                                                           atomic.Bool
 
+	// fielder is the framer's fields capability, or nil.
+	fielder fielder
+
+	// Writes (see Write): wq is the open connection's queue, nil while the
+	// port is down; busy and lastRead (Unix ns) are published by the read
+	// goroutine for the write goroutine, which quiet wakes when a frame
+	// ends.
+	wmu                                        sync.Mutex
+	wq                                         chan *WriteRequest // guarded by wmu
+	busy                                       atomic.Bool
+	lastRead                                   atomic.Int64
+	quiet                                      chan struct{}
+	writes, writeBytes, writeErrors, writesMid atomic.Uint64
+
 	// Owned by the goroutine in Run.
-	seq    uint64
-	cutter *Cutter
-	buf    []byte // read buffer
-	slab   []byte // unused rest of the current payload block
+	fieldBuf [64]byte // the framer's fields for one frame, before carve
+	seq      uint64
+	cutter   *Cutter
+	buf      []byte // read buffer
+	slab     []byte // unused rest of the current payload block
 	// Oversize log rate limit: frames and bytes not yet reported.
 	ovLastLog                 time.Time
 	ovPendFrames, ovPendBytes int
@@ -84,6 +99,9 @@ type ReaderStats struct {
 	// in the bytes (all frames with idle framing, partial lines with a
 	// lines flush); they are counted in Frames too.
 	Flushed uint64
+	// Noise counts bytes dropped between frames (see Cutter.Noise): with
+	// gnss framing, bytes that are no valid NMEA, UBX or RTCM 3 packet.
+	Noise uint64
 	// Up is true while the port is open.
 	Up bool
 }
@@ -103,10 +121,12 @@ func NewReader(cfg PortConfig, log *zap.Logger) (*Reader, error) {
 		log:    log.With(zap.String("port", cfg.Name), zap.String("path", cfg.Path)),
 		cutter: NewCutter(cfg.Framer, cfg.MaxFrame),
 		opened: make(chan struct{}),
+		quiet:  make(chan struct{}, 1),
 	}
 	if f, ok := cfg.Framer.(IdleFlusher); ok {
 		r.idleGap = max(f.IdleGap(cfg), 0)
 	}
+	r.fielder, _ = innerFramer(cfg.Framer).(fielder)
 	return r, nil
 }
 
@@ -130,6 +150,7 @@ func (r *Reader) Stats() ReaderStats {
 		SilenceReopens: r.silences.Load(),
 		ReadTimeouts:   r.timeouts.Load(),
 		Flushed:        r.flushed.Load(),
+		Noise:          r.noise.Load(),
 		Up:             r.up.Load(),
 	}
 }
@@ -187,13 +208,19 @@ func (r *Reader) run(ctx context.Context, onFrame func(Frame), failFirst bool) e
 	var now time.Time
 	emit := func(p []byte) {
 		r.seq++
-		onFrame(Frame{
+		f := Frame{
 			ID:         r.gen.New(now),
 			Port:       r.cfg.Name,
 			Seq:        r.seq,
 			ReceivedAt: now,
 			Payload:    r.carve(p),
-		})
+		}
+		if r.fielder != nil {
+			if fl := r.fielder.appendFields(r.fieldBuf[:0], p); len(fl) > 0 {
+				f.Fields = r.carve(fl)
+			}
+		}
+		onFrame(f)
 		r.frames.Add(1)
 	}
 	oversize := func(n int) { r.noteOversize(n, now) }
@@ -231,12 +258,17 @@ func (r *Reader) run(ctx context.Context, onFrame func(Frame), failFirst bool) e
 		}
 		opened, failKey, delay = true, "", r.cfg.ReconnectMin
 		r.cutter.Reset()
+		r.busy.Store(false)
+		q := r.openWrites() // before Up and Opened: a writer who saw them may write
 		r.up.Store(true)
 		// After Up: whoever waits on Opened must see the port up.
 		r.openedOnce.Do(func() { close(r.opened) })
-		err = r.readPort(ctx, port, &now, emit, oversize)
+		err = r.readPort(ctx, port, q, &now, emit, oversize)
 		r.up.Store(false)
 		if ctx.Err() != nil {
+			// A whole frame held only because more bytes might have
+			// extended it (a regex match) is a frame, not a partial one.
+			r.cutter.FlushComplete(emit)
 			if r.emitPartialAtStop() && r.cutter.Flush(emit, oversize) {
 				r.flushed.Add(1)
 			}
@@ -266,10 +298,15 @@ func (r *Reader) run(ctx context.Context, onFrame func(Frame), failFirst bool) e
 }
 
 // readPort reads port until a read fails or ctx is done, and closes it.
-func (r *Reader) readPort(ctx context.Context, port serial.Port, now *time.Time, emit func([]byte), oversize func(int)) error {
+func (r *Reader) readPort(ctx context.Context, port serial.Port, q chan *WriteRequest, now *time.Time, emit func([]byte), oversize func(int)) error {
 	// A blocked Read cannot see ctx; closing the port wakes it.
 	stop := make(chan struct{})
 	watcherDone := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		r.writeLoop(port, q, stop)
+	}()
 	go func() {
 		defer close(watcherDone)
 		select {
@@ -293,8 +330,10 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, now *time.Time,
 			watchdog.Stop()
 		}
 		close(stop)
+		port.Close() // idempotent; wakes a write blocked by the line
 		<-watcherDone
-		port.Close() // idempotent
+		<-writerDone
+		r.closeWrites(q)
 	}()
 
 	armed := false // the idle read timeout is set
@@ -317,6 +356,8 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, now *time.Time,
 			*now = time.Now().UTC()
 			r.bytes.Add(uint64(n))
 			r.cutter.Feed(r.buf[:n], emit, oversize)
+			r.noise.Store(r.cutter.Noise())
+			r.noteRead(*now)
 		}
 		switch {
 		case err != nil && silent.Load() && ctx.Err() == nil:
@@ -330,6 +371,7 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, now *time.Time,
 			if r.cutter.Flush(emit, oversize) {
 				r.flushed.Add(1)
 			}
+			r.noteBusy()
 		case n == 0:
 			return errNoData
 		}
@@ -381,7 +423,7 @@ func (r *Reader) emitPartialAtStop() bool {
 	case PartialDrop:
 		return false
 	}
-	_, idle := r.cfg.Framer.(gapBounded)
+	_, idle := innerFramer(r.cfg.Framer).(gapBounded)
 	return idle
 }
 

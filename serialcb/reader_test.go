@@ -465,10 +465,7 @@ func TestRunTwiceConcurrently(t *testing.T) {
 // TestIntegrationReplayNMEA replays a real GPS capture (CRLF NMEA; the '#'
 // header lines are frames too) through a virtual port.
 func TestIntegrationReplayNMEA(t *testing.T) {
-	data, err := os.ReadFile("../../shared/realdata/gpsd/neo-m8n.log")
-	if errors.Is(err, os.ErrNotExist) {
-		t.Skip("real capture ../../shared/realdata/gpsd/neo-m8n.log not present (it lives beside the repo, not in it)")
-	}
+	data, err := os.ReadFile(realdata(t, "neo-m8n.log"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,13 +55,13 @@ func TestValidators(t *testing.T) {
 	}
 }
 
-// nmeaLines returns the sentences of a gpsd regression log, skipping the
-// test when the shared corpus is not there.
-func nmeaLines(t *testing.T, path string) []string {
+// nmeaLines returns the sentences of the gpsd regression log name (see
+// realdata: skipped when the captures are not there).
+func nmeaLines(t *testing.T, name string) []string {
 	t.Helper()
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(realdata(t, name))
 	if err != nil {
-		t.Skipf("shared realdata not available: %v", err)
+		t.Fatal(err)
 	}
 	var out []string
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -76,7 +76,7 @@ func nmeaLines(t *testing.T, path string) []string {
 
 // TestNMEARealData: every sentence of a real u-blox log checks out.
 func TestNMEARealData(t *testing.T) {
-	lines := nmeaLines(t, "../../shared/realdata/gpsd/neo-m8n.log")
+	lines := nmeaLines(t, "neo-m8n.log")
 	if len(lines) < 100 {
 		t.Fatalf("only %d sentences", len(lines))
 	}
@@ -91,7 +91,7 @@ func TestNMEARealData(t *testing.T) {
 // out or is reported as a checksum mismatch, and changing any body byte of
 // a good one makes it fail.
 func TestNMEAFuzzyCases(t *testing.T) {
-	lines := nmeaLines(t, "../../shared/realdata/gpsd/nmea-fuzzy-cases.log")
+	lines := nmeaLines(t, "nmea-fuzzy-cases.log")
 	good, bad := 0, 0
 	for _, l := range lines {
 		err := (NMEA{}).Valid([]byte(l))

@@ -65,7 +65,7 @@ func TestExitCodesAndMessages(t *testing.T) {
 		{"validate with config", []string{"run", "--config", "x.yaml", "--validate", "nmea"}, exitUsage, "", []string{"--validate cannot be combined with --config"}},
 		{"config with flags", []string{"run", "--config", "x.yaml", "--port", "/dev/x"}, exitUsage, "", []string{"--port cannot be combined with --config"}},
 		{"validate ok", []string{"validate", "--config", writeFile(t, "ok.yaml", validConfig)}, exitOK, "ok (1 ports, 2 sinks, 0 routes)", nil},
-		{"validate example", []string{"validate", "--config", "../../configs/example.yaml"}, exitOK, "ok (2 ports, 2 sinks, 2 routes)", nil},
+		{"validate example", []string{"validate", "--config", "../../configs/example.yaml"}, exitOK, "ok (3 ports, 2 sinks, 2 routes)", nil},
 		{"validate typo", []string{"validate", "--config", writeFile(t, "typo.yaml", strings.Replace(validConfig, "framing:", "framming:", 1))},
 			exitUsage, "", []string{"typo.yaml:4:", `unknown key "framming"`, `did you mean "framing"`}},
 		{"validate typo in sink block", []string{"validate", "--config", writeFile(t, "typo2.yaml", strings.Replace(validConfig, "timeout:", "timout:", 1))},
@@ -118,11 +118,18 @@ func TestDemo(t *testing.T) {
 	}
 	defer conn.Close()
 	var n, ids int
-	if err := conn.QueryRow(`SELECT count(*), count(DISTINCT id) FROM frames`).Scan(&n, &ids); err != nil {
+	if err := conn.QueryRow(`SELECT count(*), count(DISTINCT id) FROM frames WHERE port != 'meter'`).Scan(&n, &ids); err != nil {
 		t.Fatal(err)
 	}
 	if n != 1753 || ids != 1753 {
 		t.Errorf("%d rows, %d ids; want 1753", n, ids)
+	}
+	// The polled meter's replies are stored too, with their poll fields.
+	if err := conn.QueryRow(`SELECT count(*) FROM frames WHERE port = 'meter' AND fields LIKE '%"poll":"energy"%'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 || !strings.Contains(stdout, "polled meter/energy") {
+		t.Errorf("no polled replies stored (%d rows)", n)
 	}
 }
 

@@ -21,7 +21,7 @@ func TestMetricsAddrErrors(t *testing.T) {
 		{"no port", "localhost", exitUsage, []string{`--metrics-addr "localhost"`, "HOST:PORT"}},
 		{"bad port", "127.0.0.1:http-ish", exitUsage, []string{`port "http-ish"`}},
 		{"port too big", ":70000", exitUsage, []string{`port "70000"`}},
-		{"busy", busy.Addr().String(), exitRuntime, []string{"metrics server", "address already in use"}},
+		{"busy", busy.Addr().String(), exitUsage, []string{"metrics server", "address already in use", "another serialcbd instance?", "with --metrics-addr"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -159,10 +159,7 @@ func TestIntegrationMonitorDecodeLive(t *testing.T) {
 // comment lines of the header fail validation (and so are not decoded).
 // Skipped where the shared captures are absent.
 func TestMonitorDecodeRealCapture(t *testing.T) {
-	const capture = "/work/shared/realdata/gpsd/neo-m8n.log"
-	if _, err := os.Stat(capture); err != nil {
-		t.Skipf("real capture not here: %v", err)
-	}
+	capture := realdata(t, "neo-m8n.log")
 	got, err := runMonitorArgs(t, "--file", capture, "--validate", "nmea", "--decode", "nmea")
 	if err != nil {
 		t.Fatal(err)

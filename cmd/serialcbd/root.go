@@ -25,8 +25,12 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "serialcbd",
 		Short: "Serial-port gateway: every frame a device sends, delivered to HTTP, SQL and files",
 		Long: `serialcbd listens on serial ports, cuts the byte stream into frames and delivers
-each frame to its sinks (SQLite, HTTP, JSON Lines files, stdout) at least once,
-with retries and backoff, without ever blocking the read loop on the network.
+each frame to its sinks at least once, with retries and backoff and an on-disk
+spool, without ever blocking the read loop on the network.
+
+` + sinkHelp + `
+
+` + framingHelp + `
 
 Try it with no hardware:  serialcbd demo`,
 		SilenceUsage:  true,
@@ -81,6 +85,9 @@ func (g *globals) newLogger(level, format string) (*zap.Logger, error) {
 	}
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	// "retry_in": "100ms", "deadline": "10s": with units, as people read
+	// them (the production default writes bare seconds, 0.1 and 10).
+	encCfg.EncodeDuration = zapcore.StringDurationEncoder
 	var enc zapcore.Encoder
 	switch format {
 	case "", "console":
@@ -100,3 +107,18 @@ func (g *globals) newLogger(level, format string) (*zap.Logger, error) {
 }
 
 func printf(w io.Writer, format string, args ...any) { fmt.Fprintf(w, format, args...) }
+
+// sinkHelp and framingHelp list every sink spec and framing, for --help.
+const (
+	sinkHelp = `Sinks (--sink SPEC, or url: in a config): sqlite:PATH,
+postgres://USER@HOST[:PORT]/DB or postgresql://…, http://HOST[:PORT]/PATH or https://…,
+mqtt://HOST[:PORT]/TOPIC or mqtts://…, nats://HOST[:PORT]/SUBJECT or tls://…,
+kafka://BROKER[,BROKER...]/TOPIC or kafkas://…, amqp://HOST[:PORT]/EXCHANGE/ROUTINGKEY or amqps://…,
+file:PATH (JSON Lines), stdout.`
+	framingHelp = `Framings (--framing SPEC, or framing: in a config): lines (default), lines:DELIM
+(lines:\r\n), idle:Nc or idle:DUR (a silence ends a frame: idle:3.5c, idle:5ms), fixed:N,
+len:u8|u16be|u16le|u32be|u32le[:offset=K][:inclusive][:start=HEX][:adjust=±N][:max=N],
+between:STARTHEX:ENDHEX, stx-etx[:esc=0xNN], slip, cobs, gnss (NMEA mixed with UBX and RTCM 3),
+regex:EXPR; lines may add :flush=DUR and :include, and any spec :ready=HEX.
+'serialcbd monitor --guess' suggests one for an unknown device.`
+)

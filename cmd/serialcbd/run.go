@@ -55,7 +55,9 @@ sum8); frames that fail are counted, logged at a limited rate and dropped.
 --decode SPEC adds named fields to every valid frame (nmea, csv:NAME,...,
 regex:EXPR, json, hex, base64); a frame it cannot read is kept without.
 
-Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdout.`,
+` + sinkHelp + `
+
+` + framingHelp,
 		Example: `  serialcbd run --port /dev/ttyUSB0 --baud 115200
   serialcbd run --port gps=/dev/ttyACM0 --baud 9600 --sink sqlite:gps.db --sink http://127.0.0.1:8080/ingest
   serialcbd run --config /etc/serialcbd/config.yaml`,
@@ -70,7 +72,7 @@ Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdo
 				return err
 			}
 			defer func() { _ = log.Sync() }()
-			ln, err := daemon.ListenMetrics(q.metricsAddr)
+			ln, err := daemon.ListenMetricsAt(daemon.MetricsAddr(cfg, q.metricsAddr, cmd.Flags().Changed("metrics-addr")))
 			if err != nil {
 				return err
 			}
@@ -98,16 +100,16 @@ Sink specs: sqlite:PATH, http://… or https://…, file:PATH (JSON Lines), stdo
 	f.StringVarP(&q.config, "config", "c", "", "YAML config file (see configs/example.yaml); excludes the quick-mode flags")
 	f.StringArrayVarP(&q.ports, "port", "p", nil, "serial port to read: PATH or NAME=PATH (repeatable)")
 	f.IntVarP(&q.baud, "baud", "b", 9600, "baud rate for --port")
-	f.StringVar(&q.framing, "framing", "lines", `framing for --port: lines, or lines:DELIM such as 'lines:\r\n'`)
+	f.StringVar(&q.framing, "framing", "lines", `framing for --port: lines, lines:DELIM such as 'lines:\r\n', gnss, slip, len:…, between:…; every spec is listed above`)
 	f.IntVar(&q.maxFrame, "max-frame", 65536, "longest frame in bytes; longer ones are counted, logged and skipped")
-	f.StringArrayVarP(&q.sinks, "sink", "s", nil, "sink spec (repeatable): sqlite:PATH, http(s)://…, file:PATH, stdout (default "+defaultSink+")")
+	f.StringArrayVarP(&q.sinks, "sink", "s", nil, "sink spec (repeatable): sqlite:PATH, postgres://…, http(s)://…, mqtt(s)://…, nats://…, kafka://…, amqp(s)://…, file:PATH, stdout (default "+defaultSink+")")
 	f.DurationVar(&q.drainTimeout, "drain-timeout", daemon.DefaultDrainTimeout, "how long a stop waits for in-flight frames")
 	f.StringVar(&q.validate, "validate", "", "check every frame of --port: nmea, crc16-modbus, crc16-ccitt, crc32 or sum8; invalid frames are counted and dropped")
 	f.StringVar(&q.decode, "decode", "", "decode every valid frame of --port into named fields: "+decode.Kinds)
 	f.BoolVar(&q.requirePorts, "require-ports", false, "exit 2 if a port is missing at start instead of waiting for it")
 	f.StringVar(&q.stateDir, "state-dir", configs.DefaultStateDir, "directory of the sinks' spools and dead letters (overrides state_dir)")
 	f.BoolVar(&q.spool, "spool", true, "store frames on disk until each sink has them (--spool=false: memory only; a crash loses frames in flight)")
-	f.StringVar(&q.metricsAddr, "metrics-addr", daemon.DefaultMetricsAddr, `HOST:PORT serving /metrics, /healthz and /readyz ("" disables; ":9464" for every interface)`)
+	f.StringVar(&q.metricsAddr, "metrics-addr", daemon.DefaultMetricsAddr, `HOST:PORT serving /metrics, /healthz and /readyz ("" disables; ":9464" for every interface); wins over metrics_addr`)
 	return cmd
 }
 

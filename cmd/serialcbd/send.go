@@ -14,11 +14,14 @@ import (
 )
 
 type sendFlags struct {
-	port string
-	baud int
-	hex  bool
-	file string
-	eol  string
+	port     string
+	baud     int
+	hex      bool
+	file     string
+	eol      string
+	daemon   string
+	tokenEnv string
+	expect   bool
 }
 
 // lineEndings are the values of send --eol.
@@ -39,16 +42,28 @@ closes the port.
   --file F     the file's bytes as they are ("-" reads standard input)
 
 With --hex and --file nothing is appended unless --eol is given.
-A port that 'serialcbd run' holds open is busy: stop run first, or use the
-other end of a virtual pair.`,
+
+When 'serialcbd run' owns the port, send does not open it: it asks the
+running daemon (--daemon, its metrics address) to write the bytes between
+frames, which needs write: {http: true} on that port in the daemon's
+config. --port may then be the port's configured name. send never opens a
+port another process holds exclusively, even as root (opening it would
+clear the daemon's exclusive hold when send closes it).`,
 		Example: `  serialcbd send --port /dev/ttyUSB0 --baud 9600 '*IDN?'
   serialcbd send --port /dev/ttyUSB0 --eol crlf AT+GMR
   serialcbd send --port /dev/ttyACM0 --hex 02 31 32 03
-  serialcbd send --port /tmp/dev --file testdata/gps.nmea`,
+  serialcbd send --port /tmp/dev --file testdata/gps.nmea
+  serialcbd send --port meter --hex 01 03 00 00 00 02 C4 0B --expect-reply`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			data, err := fl.payload(cmd, args)
 			if err != nil {
 				return err
+			}
+			if done, err := sendViaDaemon(cmd.Context(), g, &fl, data); done || err != nil {
+				return err
+			}
+			if fl.expect {
+				return usagef("--expect-reply works through a running daemon only; none owns %s at %s", fl.port, fl.daemon)
 			}
 			n, err := sendBytes(fl.port, fl.baud, data)
 			if err != nil {
@@ -64,6 +79,9 @@ other end of a virtual pair.`,
 	f.BoolVar(&fl.hex, "hex", false, "the arguments are bytes in hex")
 	f.StringVarP(&fl.file, "file", "f", "", `send this file's bytes ("-": standard input)`)
 	f.StringVar(&fl.eol, "eol", "lf", "line ending after TEXT: lf, crlf, cr or none")
+	f.StringVar(&fl.daemon, "daemon", "127.0.0.1:9464", `a running daemon's metrics address, asked first ("none": open the port directly)`)
+	f.StringVar(&fl.tokenEnv, "token-env", "", "environment variable holding the daemon's write token (token_env in its config)")
+	f.BoolVar(&fl.expect, "expect-reply", false, "through the daemon: wait for the device's reply and print it")
 	return cmd
 }
 
@@ -138,10 +156,17 @@ func parseHex(args []string) ([]byte, error) {
 
 // sendBytes writes data to the port and waits until it is transmitted.
 func sendBytes(path string, baud int, data []byte) (n int, err error) {
+	if held, err := serialcb.HeldExclusively(path); err == nil && held {
+		return 0, fmt.Errorf("%s is held exclusively by another process (a serialcbd daemon without write: {http: true}, or another program; "+
+			"find it with `fuser -v %s`): not opening it, which would release that hold", path, path)
+	}
 	port, err := serialcb.Open(serialcb.PortConfig{Path: path, Baud: baud})
 	if err != nil {
 		if errors.Is(err, serialcb.ErrPortNotFound) {
 			return 0, usagef("%v", err)
+		}
+		if errors.Is(err, serialcb.ErrPortBusy) {
+			return 0, fmt.Errorf("%w; if `serialcbd run` holds it, give that port write: {http: true} and send goes through the daemon (--daemon ADDR when it is not on 127.0.0.1:9464)", err)
 		}
 		return 0, err
 	}

@@ -156,6 +156,10 @@ func build(cfg *configs.Config, reg *Registry, log *zap.Logger) (*Daemon, error)
 		Workers:      cfg.Loop.Workers,
 		BlockTimeout: cfg.Loop.BlockTimeout,
 		OnUnobserved: func(err error) { log.Error("a failed future was never checked (bug)", zap.Error(err)) },
+		OnCallbackPanic: func(pe *asyncloop.PanicError) {
+			log.Error("a callback on the event loop panicked (bug); recovered, the loop goes on",
+				zap.Any("panic", pe.Value), zap.ByteString("stack", pe.Stack))
+		},
 	}
 	if lo.QueueSize == 0 {
 		lo.QueueSize = 8192
@@ -175,9 +179,16 @@ func build(cfg *configs.Config, reg *Registry, log *zap.Logger) (*Daemon, error)
 		return nil, Usagef("%v", err)
 	}
 	d.disp = disp
-	d.cur = &generation{cfg: cfg, loop: d.loop, disp: disp}
+	tw, err := buildTwoWay(cfg, d.loop, d.readers, log)
+	if err != nil {
+		closeTargets(targets)
+		return nil, err
+	}
+	d.cur = &generation{cfg: cfg, loop: d.loop, disp: disp, tw: tw}
 	for i, r := range d.readers {
-		d.cur.ports = append(d.cur.ports, newPortRun(cfg.Ports[i], r, checks[i], disp, log))
+		pr := newPortRun(cfg.Ports[i], r, checks[i], disp, log)
+		pr.pio.Store(tw.port(cfg.Ports[i].Name))
+		d.cur.ports = append(d.cur.ports, pr)
 	}
 	return d, nil
 }
@@ -259,7 +270,9 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		// Reached on every path: after a drain, or after a failed start.
 		retiring.Wait()
 		cur := d.current()
+		cur.tw.stop() // on a failed start: nothing was sent yet
 		shutdownLoop(cur.loop)
+		cur.tw.closeDead()
 		err = errors.Join(err, cur.disp.Close())
 	}()
 	if err := st.disp.Start(ctx); err != nil {
@@ -305,6 +318,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 			return nil
 		}
 	}
+	st.tw.start(ctx, nil)
 	d.log.Info("serialcbd running", zap.Int("ports", len(st.ports)), zap.Int("waiting_for", waiting))
 	stopWatchdog := d.notifyReady() // systemd: READY=1, then watchdog pings
 	defer func() { stopWatchdog() }()
@@ -337,9 +351,15 @@ wait:
 	}
 	d.notifyStopping()
 	d.log.Info("stopping: no more reads; draining in-flight frames", zap.Duration("deadline", d.drainTimeout))
+	cur := d.current()
+	// Polls and writes stop first; the outstanding requests get their
+	// replies (read below) or time out.
+	cur.tw.stop()
+	twctx, twcancel := context.WithTimeout(context.Background(), d.drainTimeout)
+	cur.tw.wait(twctx)
+	twcancel()
 	stopReading()
 	wg.Wait()
-	cur := d.current()
 	for _, p := range cur.ports {
 		d.logInvalid(p.check.Load(), p.name)
 	}

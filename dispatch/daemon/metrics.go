@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,7 +18,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/serialcbd/serialcbd/asyncloop"
+	"github.com/serialcbd/serialcbd/configs"
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/portio"
 )
 
 // DefaultMetricsAddr is where `run` serves /metrics, /healthz and /readyz
@@ -31,26 +34,54 @@ const (
 	readyLoopWait          = time.Second
 )
 
-// ListenMetrics binds the metrics address before anything else starts, so
-// that a typo is a usage error (exit 2) and a busy port a runtime error
-// (exit 1), both before a serial port is opened. An empty addr disables the
-// server: it returns a nil listener and no error.
+// MetricsAddr picks the metrics address: the flag when it was given
+// (flagSet), else the config's metrics_addr, else flag (its default).
+// setting names where the address comes from, for errors: "--metrics-addr"
+// or "metrics_addr (FILE:LINE)".
+func MetricsAddr(cfg *configs.Config, flag string, flagSet bool) (addr, setting string) {
+	if flagSet || cfg == nil || cfg.MetricsAddr == nil {
+		return flag, "--metrics-addr"
+	}
+	setting = "metrics_addr"
+	if f := cfg.File(); f != "" {
+		setting = fmt.Sprintf("metrics_addr (%s:%d)", f, cfg.Pos("metrics_addr"))
+	}
+	return *cfg.MetricsAddr, setting
+}
+
+// ListenMetrics is ListenMetricsAt for an address given by --metrics-addr.
 func ListenMetrics(addr string) (net.Listener, error) {
+	return ListenMetricsAt(addr, "--metrics-addr")
+}
+
+// ListenMetricsAt binds the metrics address before anything else starts,
+// before a serial port is opened. A typo, an address in use (another
+// instance: restarting would not help) or one this host lacks is a usage
+// error (exit 2) naming setting, the place to change it (see MetricsAddr);
+// other failures are runtime errors (exit 1). An empty addr disables the
+// server: it returns a nil listener and no error.
+func ListenMetricsAt(addr, setting string) (net.Listener, error) {
 	if addr == "" {
 		return nil, nil
 	}
 	if err := CheckHostPort(addr); err != nil {
-		return nil, Usagef("--metrics-addr %q: %v", addr, err)
+		return nil, Usagef("%s %q: %v", setting, addr, err)
 	}
 	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics server: %w", err)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, Usagef("metrics server: %v: another process listens on %s (another serialcbd instance?): give each instance its own address with %s, or \"\" to turn the server off",
+			err, addr, setting)
+	case errors.Is(err, syscall.EADDRNOTAVAIL), errors.Is(err, syscall.EACCES):
+		return nil, Usagef("metrics server: %v: change %s", err, setting)
+	case err != nil:
+		return nil, fmt.Errorf("metrics server: %w (change %s)", err, setting)
 	}
 	return ln, nil
 }
 
 // CheckHostPort accepts HOST:PORT with a numeric port, HOST possibly empty
-// (every interface) or a bracketed IPv6 address.
+// (every interface), an IP address (IPv6 in brackets) or a host name.
 func CheckHostPort(addr string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -59,7 +90,7 @@ func CheckHostPort(addr string) error {
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
 	}
-	return nil
+	return configs.CheckListenAddr(addr)
 }
 
 // MetricsServer serves /metrics, /healthz and /readyz for one daemon. It
@@ -97,6 +128,11 @@ func ServeMetrics(ln net.Listener, d *Daemon, log *zap.Logger) *MetricsServer {
 		}
 		_ = json.NewEncoder(w).Encode(rd)
 	})
+	// Writes to ports: off unless a port has write: {http: true}.
+	mux.Handle("/ports/", portio.HTTPHandler(func(name string) (portio.HTTPPort, bool) {
+		cur := d.current()
+		return cur.tw.lookup(cur.cfg, name)
+	}))
 	m := &MetricsServer{
 		srv: &http.Server{
 			Handler:           mux,
@@ -215,6 +251,7 @@ func newMetricsRegistry(d *Daemon) *prometheus.Registry {
 	reg.MustRegister(
 		newStatsCollector(d),
 		newBuildInfoGauge(d.build),
+		newTwoWayCollector(func() *twoWay { return d.current().tw }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -246,11 +283,12 @@ type statsCollector struct {
 
 	portBytes, portFrames, portOversize, portOversizeBytes, portUp, portReconnects *prometheus.Desc
 	portInvalid, portLastFrameAge, portFlushed, portSilenceReopens, portUndecoded  *prometheus.Desc
+	portNoise                                                                      *prometheus.Desc
 	sinkDelivered, sinkFailed, sinkRetried, sinkPending, sinkInflight, sinkUp      *prometheus.Desc
 	sinkSpooled, sinkDead, sinkSpoolFrames, sinkSpoolBytes, sinkSpoolDropped       *prometheus.Desc
 	sinkSpoolCorrupt, sinkLatency                                                  *prometheus.Desc
 	submitted, delivered, failed, throttled, unrouted                              *prometheus.Desc
-	loopQueued, loopRunning, loopUnobserved, loopRejected                          *prometheus.Desc
+	loopQueued, loopRunning, loopUnobserved, loopRejected, loopCallbackPanics      *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*statsCollector)(nil)
@@ -278,6 +316,7 @@ func newStatsCollector(d *Daemon) *statsCollector {
 		portUndecoded:      port("undecoded_frames_total", "Valid frames the port's decoder could not read; delivered without fields."),
 		portFlushed:        port("flushed_frames_total", "Frames ended by silence (idle framing, or a lines flush) rather than a delimiter."),
 		portSilenceReopens: port("silence_reopens_total", "Reopens forced by the silence watchdog (silence_timeout)."),
+		portNoise:          port("noise_bytes_total", "Bytes dropped between frames: garbage, empty lines, packets failing their checksum (gnss), a banner before ready=."),
 		sinkDelivered:      sink("delivered_total", "Frames the sink acknowledged."),
 		sinkSpooled:        sink("spooled_total", "Frames written to the sink's on-disk spool."),
 		sinkDead:           sink("dead_lettered_total", "Frames the sink will never take, written to its dead-letter file."),
@@ -300,6 +339,7 @@ func newStatsCollector(d *Daemon) *statsCollector {
 		loopRunning:        plain("loop_running_handlers", "Handlers (sink writes) running now."),
 		loopUnobserved:     plain("loop_unobserved_failures_total", "Failed futures whose error nobody read (a bug; see the logs)."),
 		loopRejected:       plain("loop_rejected_total", "Tasks refused by the event loop (queue full, not running, closed)."),
+		loopCallbackPanics: plain("loop_callback_panics_total", "Callbacks on the event loop that panicked and were recovered (a bug; see the logs)."),
 	}
 }
 
@@ -307,11 +347,11 @@ func newStatsCollector(d *Daemon) *statsCollector {
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.portBytes, c.portFrames, c.portOversize, c.portOversizeBytes, c.portUp, c.portReconnects, c.portInvalid,
-		c.portLastFrameAge, c.portFlushed, c.portSilenceReopens, c.portUndecoded,
+		c.portLastFrameAge, c.portFlushed, c.portSilenceReopens, c.portUndecoded, c.portNoise,
 		c.sinkDelivered, c.sinkFailed, c.sinkRetried, c.sinkPending, c.sinkInflight, c.sinkUp,
 		c.sinkSpooled, c.sinkDead, c.sinkSpoolFrames, c.sinkSpoolBytes, c.sinkSpoolDropped, c.sinkSpoolCorrupt, c.sinkLatency,
 		c.submitted, c.delivered, c.failed, c.throttled, c.unrouted,
-		c.loopQueued, c.loopRunning, c.loopUnobserved, c.loopRejected,
+		c.loopQueued, c.loopRunning, c.loopUnobserved, c.loopRejected, c.loopCallbackPanics,
 	} {
 		ch <- d
 	}
@@ -343,6 +383,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.portUp, up, name)
 		counter(c.portFlushed, st.Flushed, name)
 		counter(c.portSilenceReopens, st.SilenceReopens, name)
+		counter(c.portNoise, st.Noise, name)
 		if last := p.lastFrame.Load(); last > 0 {
 			gauge(c.portLastFrameAge, time.Since(time.Unix(0, last)).Seconds(), name)
 		}
@@ -382,4 +423,5 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.loopRunning, float64(ls.Running))
 	counter(c.loopUnobserved, ls.Unobserved)
 	counter(c.loopRejected, ls.Rejected)
+	counter(c.loopCallbackPanics, ls.CallbackPanics)
 }

@@ -173,6 +173,7 @@ func TestMetricsReadyz(t *testing.T) {
 		`serialcbd_loop_unobserved_failures_total`:                   0,
 		`serialcbd_frames_unrouted_total`:                            0,
 		`serialcbd_port_flushed_frames_total{port="dev"}`:            0,
+		`serialcbd_port_noise_bytes_total{port="dev"}`:               0,
 		`serialcbd_sink_spooled_total{sink="file"}`:                  n,
 		`serialcbd_sink_dead_lettered_total{sink="file"}`:            0,
 		`serialcbd_sink_spool_dropped_frames_total{sink="file"}`:     0,

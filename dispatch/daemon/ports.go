@@ -49,15 +49,22 @@ const maxScratch = 64 << 10
 // It does not allocate for a valid frame without a decoder; with one, it
 // allocates f.Fields (and what the decoder needs: see serialcb/decode).
 func (c *portCheck) accept(log *zap.Logger, f *serialcb.Frame) bool {
+	ok, _ := c.check(log, f)
+	return ok
+}
+
+// check is accept that also returns the validation error of an invalid
+// frame, for reply matching.
+func (c *portCheck) check(log *zap.Logger, f *serialcb.Frame) (bool, error) {
 	if c.v != nil {
 		if err := c.v.Valid(f.Payload); err != nil {
-			return c.reject(log, f, err)
+			return c.reject(log, f, err), err
 		}
 	}
 	if c.dec != nil {
 		c.decode(log, f)
 	}
-	return true
+	return true, nil
 }
 
 // decode sets f.Fields from the port's decoder. An empty object ("{}", a

@@ -26,6 +26,10 @@ func TestRegistryResolvesDocumentedSpecs(t *testing.T) {
 		"mqtts://broker.example.com/plant/{port}/{field.type}",
 		"nats://127.0.0.1:4222/plant.{port}",
 		"tls://nats.example.com:4222/plant.{port}",
+		"kafka://k1.example.com:9092,k2.example.com/plant.{port}",
+		"kafkas://k1.example.com:9093/plant",
+		"amqp://127.0.0.1:5672/plant/site.{port}",
+		"amqps://rabbit.example.com//frames",
 	} {
 		cfg := &configs.Config{Ports: []configs.Port{{Name: "p", Path: "/dev/x"}}, Sinks: []configs.Sink{{Name: "s", URL: spec}}}
 		tg, err := reg.target(cfg, 0, zap.NewNop())

@@ -17,6 +17,7 @@ import (
 	"github.com/serialcbd/serialcbd/asyncloop"
 	"github.com/serialcbd/serialcbd/configs"
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/portio"
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
@@ -28,6 +29,7 @@ type generation struct {
 	loop  *asyncloop.Loop
 	disp  *dispatch.Dispatcher
 	ports []*portRun
+	tw    *twoWay // polling and writes; on loop
 }
 
 // portRun is one port: its Reader and where its frames go. A reload that
@@ -47,6 +49,10 @@ type portRun struct {
 	cfg   configs.Port              // owned by the goroutine running daemon.run
 	// lastFrame is the UnixNano time of the last frame read; 0 before one.
 	lastFrame atomic.Int64
+	// pio is the port's polling and writes, which claims replies; prevPio
+	// is the one a reload replaced, offered frames first until it is idle
+	// (its outstanding request's reply is its own).
+	pio, prevPio atomic.Pointer[portio.Port]
 
 	stop context.CancelFunc // ends this port's read loop; set by startPort
 	done chan struct{}      // closed when the read loop returned; err is then set
@@ -65,8 +71,36 @@ func (p *portRun) onFrame(f serialcb.Frame) {
 	p.lastFrame.Store(f.ReceivedAt.UnixNano())
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.check.Load().accept(p.log, &f) {
+	ok, invalid := p.check.Load().check(p.log, &f)
+	p.offerReply(&f, invalid)
+	if ok {
 		p.disp.Submit(f)
+	}
+}
+
+// offerReply hands f to the port's polling, which takes it when it is the
+// reply it awaits. Without polling or writes it costs two atomic loads.
+func (p *portRun) offerReply(f *serialcb.Frame, invalid error) {
+	if prev := p.prevPio.Load(); prev != nil {
+		select {
+		case <-prev.Idle():
+			p.prevPio.CompareAndSwap(prev, nil)
+		default:
+			if prev.OnFrame(f, invalid) {
+				return
+			}
+		}
+	}
+	if cur := p.pio.Load(); cur != nil {
+		cur.OnFrame(f, invalid)
+	}
+}
+
+// setPio makes pio the port's polling and writes; the one it replaces
+// keeps getting frames until it is idle.
+func (p *portRun) setPio(pio *portio.Port) {
+	if old := p.pio.Swap(pio); old != nil && old != pio {
+		p.prevPio.Store(old)
 	}
 }
 
@@ -249,7 +283,39 @@ func (rl *reloader) apply(cfg *configs.Config) (loopChanged bool, err error) {
 			d.logInvalid(prev, p.name) // no longer used by the read loop
 		}
 	}
+	// Polling and writes of the new configuration, on the loop the ports
+	// now submit to; each port's new schedule waits until the old one's
+	// outstanding request is answered or timed out.
+	readers := make([]*serialcb.Reader, len(next.ports))
+	for i, p := range next.ports {
+		readers[i] = p.r
+	}
+	ntw, err := buildTwoWay(cfg, next.loop, readers, d.log)
+	if err != nil { // checked by build above: not expected
+		d.log.Error("config reload: polling and writes not rebuilt; the previous ones carry on", zap.Error(err))
+		next.tw = old.tw
+	} else {
+		old.tw.stop()
+		next.tw = ntw
+		for _, p := range kept {
+			p.setPio(ntw.port(p.name))
+		}
+		for _, p := range start { // not reading yet
+			p.pio.Store(ntw.port(p.name))
+		}
+	}
 	d.setCurrent(next)
+	if next.tw != old.tw {
+		next.tw.start(rl.ctx, old.tw)
+		if !newDelivery { // else retire waits for it before stopping its loop
+			rl.retiring.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), d.drainTimeout)
+				defer cancel()
+				old.tw.wait(ctx)
+				old.tw.closeDead()
+			})
+		}
+	}
 	for _, p := range start {
 		d.startPort(rl.readCtx, rl.readers, p, rl.failed, func(ctx context.Context) error { return p.r.Run(ctx, p.onFrame) })
 	}
@@ -293,7 +359,13 @@ func (d *Daemon) retire(old *generation, handover bool) {
 			}
 		}
 	}
+	if old.tw != d.current().tw {
+		old.tw.wait(dctx) // its outstanding requests end on old.loop
+	}
 	shutdownLoop(old.loop)
+	if old.tw != d.current().tw {
+		old.tw.closeDead()
+	}
 	if err := old.disp.Close(); err != nil {
 		d.log.Error("reload: closing the previous sinks", zap.Error(err))
 	}
@@ -334,9 +406,9 @@ func restartOnly(a, b *configs.Config) []string {
 // sameSerial reports whether a port can keep its Reader: every setting the
 // Reader uses is unchanged (validation is the callback's and switches live).
 func sameSerial(a, b configs.Port) bool {
-	a.Validate, a.OnInvalid = "", ""
-	b.Validate, b.OnInvalid = "", ""
-	return a == b
+	a.Validate, a.OnInvalid, a.Poll, a.Write = "", "", nil, nil
+	b.Validate, b.OnInvalid, b.Poll, b.Write = "", "", nil, nil
+	return reflect.DeepEqual(a, b)
 }
 
 // sameDelivery reports whether the old dispatcher, loop and sinks can serve

@@ -10,11 +10,14 @@ import (
 
 	"github.com/serialcbd/serialcbd/configs"
 	"github.com/serialcbd/serialcbd/dispatch"
+	"github.com/serialcbd/serialcbd/dispatch/amqpsink"
 	"github.com/serialcbd/serialcbd/dispatch/httpsink"
 	"github.com/serialcbd/serialcbd/dispatch/jsonlsink"
+	"github.com/serialcbd/serialcbd/dispatch/kafkasink"
 	"github.com/serialcbd/serialcbd/dispatch/mqttsink"
 	"github.com/serialcbd/serialcbd/dispatch/natssink"
 	"github.com/serialcbd/serialcbd/dispatch/pgsink"
+	"github.com/serialcbd/serialcbd/dispatch/sinkconf"
 	"github.com/serialcbd/serialcbd/dispatch/sqlsink"
 )
 
@@ -109,6 +112,24 @@ func NewRegistry() *Registry {
 			build:    builder(natssink.ParseSpec, natssink.New, natsLane),
 		},
 		{
+			prefixes: []string{"kafka://", "kafkas://"},
+			usage:    "kafka://BROKER[,BROKER...]/TOPIC",
+			block:    "kafka",
+			// A Write waits for acks=all of its records; two in flight keep
+			// the brokers busy while the previous acks come back.
+			build: builder(kafkasink.ParseSpec, kafkasink.New,
+				fixedLane[kafkasink.Config](dispatch.Options{MaxBatch: 500, MaxInflight: 2})),
+		},
+		{
+			prefixes: []string{"amqp://", "amqps://"},
+			usage:    "amqp://HOST[:PORT]/EXCHANGE/ROUTINGKEY",
+			block:    "amqp",
+			// Publishes are serialised on one channel; confirms come back
+			// while the next batch is published.
+			build: builder(amqpsink.ParseSpec, amqpsink.New,
+				fixedLane[amqpsink.Config](dispatch.Options{MaxBatch: 500, MaxInflight: 2})),
+		},
+		{
 			prefixes: []string{"file:", "stdout"},
 			usage:    "file:PATH or stdout",
 			block:    "file",
@@ -156,7 +177,17 @@ func (r *Registry) lookup(spec string) (*sinkKind, error) {
 			}
 		}
 	}
-	return nil, fmt.Errorf("unknown sink %q: expected %s", spec, r.usages())
+	return nil, fmt.Errorf("unknown sink %q: expected %s", sinkconf.Redact(spec), r.usages())
+}
+
+// Prefixes returns the spec prefixes of every sink kind ("sqlite:",
+// "http://", …), for help texts and their tests.
+func (r *Registry) Prefixes() []string {
+	var p []string
+	for _, k := range r.kinds {
+		p = append(p, k.prefixes...)
+	}
+	return p
 }
 
 func (r *Registry) usages() string {
@@ -174,7 +205,7 @@ func (r *Registry) target(cfg *configs.Config, i int, log *zap.Logger) (dispatch
 	key := fmt.Sprintf("sinks[%d]", i)
 	fail := func(path string, err error) error {
 		if cfg.File() == "" {
-			return Usagef("--sink %q: %v", s.URL, err)
+			return Usagef("--sink %q: %v", sinkconf.Redact(s.URL), err)
 		}
 		return cfg.Errorf(path, "%v", err)
 	}
@@ -183,7 +214,7 @@ func (r *Registry) target(cfg *configs.Config, i int, log *zap.Logger) (dispatch
 		return dispatch.Target{}, fail(key+".url", err)
 	}
 	blocks := map[string]*yaml.Node{"http": &s.HTTP, "sqlite": &s.SQLite, "file": &s.File,
-		"postgres": &s.Postgres, "mqtt": &s.MQTT, "nats": &s.NATS}
+		"postgres": &s.Postgres, "mqtt": &s.MQTT, "nats": &s.NATS, "kafka": &s.Kafka, "amqp": &s.AMQP}
 	for name, n := range blocks {
 		if n.Kind != 0 && name != kind.block {
 			return dispatch.Target{}, fail(key+"."+name, fmt.Errorf("a %s block does not apply to %s (this sink reads a %q block)", name, kind.usage, kind.block))

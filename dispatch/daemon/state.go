@@ -1,8 +1,12 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"syscall"
 
 	"go.uber.org/zap"
 
@@ -56,14 +60,11 @@ func spoolOpener(opts spool.Options, deadPath, sink string, log *zap.Logger) fun
 		log := log.With(zap.String("sink", sink))
 		sp, err := spool.Open(opts, log)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w (the state directory must be writable; is another serialcbd using it?)", err)
+			return nil, nil, spoolOpenError(opts.Dir, err)
 		}
+		// The spool has logged each damaged region at error level, with
+		// its file and what was lost.
 		rep := sp.Recovery()
-		for _, d := range rep.Damage {
-			log.Warn("spool damage found and repaired; the good records are kept",
-				zap.String("segment", d.Segment), zap.Int64("offset", d.Offset), zap.Int64("length", d.Length),
-				zap.String("reason", d.Reason), zap.String("action", d.Action))
-		}
 		if rep.Frames > 0 || len(rep.Damage) > 0 {
 			log.Info("spool recovered: delivering the frames a previous run left first",
 				zap.String("dir", opts.Dir), zap.Uint64("frames", rep.Frames), zap.Int("segments", rep.Segments),
@@ -76,4 +77,19 @@ func spoolOpener(opts spool.Options, deadPath, sink string, log *zap.Logger) fun
 		}
 		return sp, dl, nil
 	}
+}
+
+// spoolOpenError says what to do about a spool that cannot be opened: a
+// directory another process holds, one this user may not write, or one on
+// a read-only file system.
+func spoolOpenError(dir string, err error) error {
+	switch {
+	case errors.Is(err, spool.ErrLocked):
+		return fmt.Errorf("%w: another serialcbd (or `serialcbd spool`) is using this state directory: stop it, or give this one its own state_dir (--state-dir)", err)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%w: this user (uid %d) may not write the state directory %s: fix its owner or mode, or choose another state_dir (--state-dir); under systemd StateDirectory= makes one", err, os.Geteuid(), dir)
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("%w: the state directory %s is on a read-only file system: choose a writable state_dir (--state-dir)", err, dir)
+	}
+	return fmt.Errorf("%w (the state directory %s must be writable)", err, dir)
 }

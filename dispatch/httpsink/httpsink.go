@@ -89,7 +89,7 @@ func (c Config) ndjson() bool { return c.Format == FormatNDJSON }
 // ParseSpec returns the default Config for a spec "http://…" or "https://…".
 func ParseSpec(spec string) (Config, error) {
 	if !strings.HasPrefix(spec, "http://") && !strings.HasPrefix(spec, "https://") {
-		return Config{}, fmt.Errorf("http sink spec %q: want an http:// or https:// URL", spec)
+		return Config{}, fmt.Errorf("http sink spec %q: want an http:// or https:// URL", sinkconf.Redact(spec))
 	}
 	return Config{URL: spec, Timeout: DefaultTimeout, MaxConns: DefaultMaxConns, Format: FormatJSON}, nil
 }
@@ -101,14 +101,17 @@ var reservedHeaders = []string{"Content-Length", "Host", "Idempotency-Key", "Tra
 // Start).
 func (c Config) Validate() error {
 	var errs []error
-	u, err := url.Parse(c.URL)
+	u, err := sinkconf.ParseURL(c.URL)
+	if err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+		if herr := sinkconf.CheckHostPort(u); herr != nil {
+			err = fmt.Errorf("url %s: %w", safeURL(u), herr)
+		}
+	}
 	switch {
 	case err != nil:
-		errs = append(errs, fmt.Errorf("http sink: url: %w", err))
+		errs = append(errs, fmt.Errorf("http sink: %w", err))
 	case u.Scheme != "http" && u.Scheme != "https":
 		errs = append(errs, fmt.Errorf("http sink: url %s: scheme must be http or https", safeURL(u)))
-	case u.Host == "" || u.Hostname() == "":
-		errs = append(errs, fmt.Errorf("http sink: url %s: missing host", safeURL(u)))
 	case u.Scheme == "http" && c.TLS.IsSet():
 		errs = append(errs, sinkconf.KeyErrorf("tls", "http sink: url %s: tls settings need an https URL", safeURL(u)))
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -60,7 +59,7 @@ type Config struct {
 // or "mqtts://…". Validate checks the rest.
 func ParseSpec(spec string) (Config, error) {
 	if !strings.HasPrefix(spec, Scheme+"://") && !strings.HasPrefix(spec, SchemeTLS+"://") {
-		return Config{}, fmt.Errorf("mqtt sink spec %q: want mqtt://HOST[:PORT]/TOPIC or mqtts://…", spec)
+		return Config{}, fmt.Errorf("mqtt sink spec %q: want mqtt://HOST[:PORT]/TOPIC or mqtts://…", sinkconf.Redact(spec))
 	}
 	return Config{
 		URL:            spec,
@@ -96,9 +95,9 @@ func parseURL(spec string) (endpoint, error) {
 	if strings.Contains(spec, "#") {
 		return endpoint{}, errors.New("mqtt sink: topic: MQTT wildcard '#' is not allowed in a topic to publish to")
 	}
-	u, err := url.Parse(spec)
+	u, err := sinkconf.ParseURL(spec)
 	if err != nil {
-		return endpoint{}, fmt.Errorf("mqtt sink: url: %w", err)
+		return endpoint{}, fmt.Errorf("mqtt sink: %w", err)
 	}
 	var ep endpoint
 	port := DefaultPort
@@ -117,15 +116,11 @@ func parseURL(spec string) (endpoint, error) {
 		return endpoint{}, errors.New("mqtt sink: url: a query is not supported (write '?' in a topic as %3F)")
 	}
 	ep.host = u.Hostname()
-	if ep.host == "" {
-		return endpoint{}, fmt.Errorf("mqtt sink: url %s://%s: missing host", u.Scheme, u.Host)
+	if err := sinkconf.CheckHostPort(u); err != nil {
+		return endpoint{}, fmt.Errorf("mqtt sink: url %s://%s: %w", u.Scheme, u.Host, err)
 	}
 	if p := u.Port(); p != "" {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 1 || n > 65535 {
-			return endpoint{}, fmt.Errorf("mqtt sink: url: port %q: must be 1-65535", p)
-		}
-		port = n
+		port, _ = strconv.Atoi(p) // checked above
 	}
 	ep.addr = net.JoinHostPort(ep.host, strconv.Itoa(port))
 	topic, _ := strings.CutPrefix(u.Path, "/")

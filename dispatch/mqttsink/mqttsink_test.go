@@ -112,6 +112,8 @@ func TestValidate(t *testing.T) {
 		{name: "slash only", cfg: func() Config { return base("mqtt://h/") }, wantErr: "missing topic"},
 		{name: "no host", cfg: func() Config { return base("mqtt:///a") }, wantErr: "missing host"},
 		{name: "bad port", cfg: func() Config { return base("mqtt://h:99999/a") }, wantErr: "port"},
+		{name: "bad host", cfg: func() Config { return base("mqtt://h..x/a") }, wantErr: `host "h..x": not a valid host name`},
+		{name: "bad escape in password", cfg: func() Config { return base("mqtt://u:hunter2%zz@h/a") }, wantErr: "mqtt sink: url mqtt://u:xxxxx@h/a: invalid %-escape"},
 		{name: "plus", cfg: func() Config { return base("mqtt://h/a/+/b") }, wantErr: "wildcards"},
 		{name: "hash", cfg: func() Config { return base("mqtt://h/a/#") }, wantErr: "'#'"},
 		{name: "escaped hash", cfg: func() Config { return base("mqtt://h/a/%23") }, wantErr: "wildcards"},

@@ -62,14 +62,14 @@ type Config struct {
 func ParseSpec(spec string) (Config, error) {
 	scheme, rest, ok := strings.Cut(spec, "://")
 	if !ok || (scheme != SchemeNATS && scheme != SchemeTLS) {
-		return Config{}, fmt.Errorf("nats sink spec %q: want nats://HOST:PORT/SUBJECT or tls://HOST:PORT/SUBJECT", spec)
+		return Config{}, fmt.Errorf("nats sink spec %q: want nats://HOST:PORT/SUBJECT or tls://HOST:PORT/SUBJECT", sinkconf.Redact(spec))
 	}
 	host, subject, _ := strings.Cut(rest, "/")
 	if strings.Contains(host, "@") {
 		return Config{}, errors.New("nats sink spec: credentials in the URL are not supported: use the nats block's user/password_env, token_env, creds_file or nkey_file")
 	}
 	if host == "" {
-		return Config{}, fmt.Errorf("nats sink spec %q: missing host", spec)
+		return Config{}, fmt.Errorf("nats sink spec %q: missing host", sinkconf.Redact(spec))
 	}
 	if _, _, err := net.SplitHostPort(host); err != nil {
 		// No port (or an IPv6 literal without one): use the default.
@@ -164,6 +164,9 @@ func validServer(server string) error {
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		return fmt.Errorf("nats sink: server %q: port %q is not a number between 1 and 65535", server, port)
+	}
+	if err := sinkconf.CheckHost(h); err != nil {
+		return fmt.Errorf("nats sink: server %q: %w", server, err)
 	}
 	return nil
 }

@@ -295,17 +295,13 @@ func TestIntegrationNoStream(t *testing.T) {
 	var gen serialcb.IDGen
 	batch := frames(&gen, "p", 20, false)
 
+	// The sink found at start that no stream takes the subjects: the whole
+	// batch fails at once, before publishing.
 	err := write(t, s, batch)
-	be, ok := errors.AsType[*dispatch.BatchError](err)
-	if !ok {
-		t.Fatalf("want a BatchError, got %v", err)
+	if !errors.Is(err, ErrNoStream) || dispatch.IsPermanent(err) {
+		t.Fatalf("write: %v, want retryable ErrNoStream", err)
 	}
-	for i, e := range be.Errs {
-		if !errors.Is(e, ErrNoStream) || dispatch.IsPermanent(e) {
-			t.Fatalf("frame %d: %v, want retryable ErrNoStream", i, e)
-		}
-	}
-	if msg := be.Errs[0].Error(); !strings.Contains(msg, prefix+".*") {
+	if msg := err.Error(); !strings.Contains(msg, prefix+".*") {
 		t.Errorf("message %q does not name the subjects to give the stream", msg)
 	}
 
@@ -314,6 +310,78 @@ func TestIntegrationNoStream(t *testing.T) {
 		t.Fatalf("after creating the stream: %v", err)
 	}
 	checkExactlyOnce(t, c.read(t, stream), idSet(batch))
+}
+
+// TestIntegrationNoStreamSubscriberListening: JetStream mode, no stream on
+// the subject, and a plain subscriber listening there. Publishing would
+// reach the subscriber, which never acknowledges, and every batch would
+// wait ack_timeout for "timeout waiting for ack". Instead Start warns with
+// what to do, a Write fails at once (retryably, ErrNoStream, naming the
+// subjects) without publishing, and once a stream takes the subjects the
+// next Write goes through. The ack timeout is an hour, so a stall would
+// show as a hung test, not as a slow pass.
+func TestIntegrationNoStreamSubscriberListening(t *testing.T) {
+	url := needNATS(t)
+	stream, prefix := names(t)
+	c := dial(t, url)
+	msgs := make(chan *nats.Msg, 100)
+	sub, err := c.nc.ChanSubscribe(prefix+".>", msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := c.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	core, logs := observer.New(zapcore.InfoLevel)
+	cfg, err := ParseSpec(url + "/" + prefix + ".{port}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AckTimeout = time.Hour
+	s, err := New(cfg, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	warns := logs.FilterLevelExact(zapcore.WarnLevel).All()
+	if len(warns) != 1 || !strings.Contains(warns[0].Message, "no JetStream stream takes") ||
+		!strings.Contains(warns[0].Message, "nats stream add --subjects \""+prefix+".*\"") ||
+		!strings.Contains(warns[0].Message, "stream setting") {
+		t.Fatalf("warnings at start: %v; want one saying which stream to create", warns)
+	}
+
+	var gen serialcb.IDGen
+	batch := frames(&gen, "p", 5, false)
+	for range 2 {
+		err = write(t, s, batch)
+		if !errors.Is(err, ErrNoStream) || dispatch.IsPermanent(err) || !strings.Contains(err.Error(), prefix+".*") {
+			t.Fatalf("write: %v, want a retryable ErrNoStream naming %s.*", err, prefix)
+		}
+	}
+	// Nothing was published: a ping round trip delivers anything in flight.
+	if err := c.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(msgs); n != 0 {
+		t.Fatalf("the subscriber got %d messages; the sink must not publish while no stream takes them", n)
+	}
+	if n := logs.FilterLevelExact(zapcore.WarnLevel).Len(); n != 1 {
+		t.Errorf("%d warnings, want the one at start: %v", n, logs.All())
+	}
+
+	c.createStream(t, stream, prefix+".>")
+	if err := write(t, s, batch); err != nil {
+		t.Fatalf("after creating the stream: %v", err)
+	}
+	checkExactlyOnce(t, c.read(t, stream), idSet(batch))
+	if n := logs.FilterMessageSnippet("now takes").Len(); n != 1 {
+		t.Errorf("no log line saying the stream now takes the subjects: %v", logs.All())
+	}
 }
 
 // TestIntegrationCreatesStream: with the stream setting the sink creates

@@ -114,6 +114,11 @@ type Sink struct {
 	outage   time.Time
 
 	lastAsyncErr atomic.Int64 // unix ns of the last logged async error
+
+	// coverage is the last stream check's answer (see coverage.go);
+	// coverNone and coverSuspect make the next Write check again before
+	// publishing.
+	coverage atomic.Int32
 }
 
 var _ dispatch.Sink = (*Sink)(nil)
@@ -177,6 +182,9 @@ func (s *Sink) Start(ctx context.Context) error {
 			s.log.Warn("nats sink: cannot create the stream at start; writes will try again", zap.String("stream", s.cfg.Stream), zap.Error(err))
 		}
 	}
+	if s.cfg.JetStream && s.cfg.Stream == "" {
+		s.checkStreams(ctx, js)
+	}
 	return nil
 }
 
@@ -202,6 +210,11 @@ func (s *Sink) Write(ctx context.Context, batch []*serialcb.Frame) error {
 		if err := s.ensureStream(ctx, js); err != nil {
 			return err
 		}
+	}
+	if c := coverage(s.coverage.Load()); (c == coverNone || c == coverSuspect) && s.checkStreams(ctx, js) == coverNone {
+		// Publishing would wait ack_timeout per batch if a plain
+		// subscriber listens on the subject: fail now.
+		return fmt.Errorf("nats sink: %w %q: %s", ErrNoStream, s.pattern, s.noStreamHelp())
 	}
 	return s.writeJetStream(ctx, js, batch)
 }
@@ -319,8 +332,14 @@ func (s *Sink) ackError(subject string, err error) error {
 			s.streamReady.Store(false)
 			return fmt.Errorf("nats sink: %w %q (stream %q does not list it, or was just deleted)", ErrNoStream, subject, s.cfg.Stream)
 		}
-		return fmt.Errorf("nats sink: %w %q: create a stream with subjects %q (nats stream add --subjects %q), or set the sink's stream setting to have it created; frames are retried until then",
-			ErrNoStream, subject, s.pattern, s.pattern)
+		s.coverage.Store(int32(coverNone)) // check before the next Write
+		return fmt.Errorf("nats sink: %w %q: %s", ErrNoStream, subject, s.noStreamHelp())
+	}
+	if errors.Is(err, jetstream.ErrAsyncPublishTimeout) && s.cfg.Stream == "" {
+		// No ack in time: a busy stream, or no stream and a plain
+		// subscriber on the subject. The next Write checks which.
+		s.coverage.CompareAndSwap(int32(coverFull), int32(coverSuspect))
+		return fmt.Errorf("nats sink: publish to %q: %w (within ack_timeout %s; if no stream takes the subject: %s)", subject, err, s.cfg.AckTimeout, s.noStreamHelp())
 	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.Code >= 400 && apiErr.Code < 500 && apiErr.Code != 408 && apiErr.Code != 429 {

@@ -74,6 +74,7 @@ func TestValidate(t *testing.T) {
 		{name: "wildcard", edit: func(c *Config) { c.Subject = "a.>" }, err: "wildcard"},
 		{name: "bad server", edit: func(c *Config) { c.Server = "http://x:1" }, err: "want nats://"},
 		{name: "bad port", edit: func(c *Config) { c.Server = "nats://x:99999" }, err: "port"},
+		{name: "bad host", edit: func(c *Config) { c.Server = "nats://-x-:4222" }, err: `host "-x-": not a valid host name`},
 		{name: "format", edit: func(c *Config) { c.Format = "xml" }, key: "format", err: "format \"xml\""},
 		{name: "missing_field", edit: func(c *Config) { c.MissingField = "a.b" }, key: "missing_field", err: "one non-empty subject token"},
 		{name: "missing_field empty", edit: func(c *Config) { c.MissingField = "" }, key: "missing_field", err: "missing_field"},
@@ -210,5 +211,29 @@ func TestStreamSubject(t *testing.T) {
 	c, _ := ParseSpec("nats://h/plant.{port}.{field.kind}.raw")
 	if got := c.StreamSubject(); got != "plant.*.*.raw" {
 		t.Errorf("StreamSubject %q", got)
+	}
+}
+
+func TestSubjectCovers(t *testing.T) {
+	tests := []struct {
+		filter, pattern string
+		want            bool
+	}{
+		{"a.b", "a.b", true},
+		{"a.*", "a.*", true},
+		{"a.*", "a.b", true},
+		{"a.>", "a.*.c", true},
+		{"a.>", "a", false},
+		{">", "a.*", true},
+		{"a.b", "a.*", false}, // takes only one of the subjects
+		{"a.*.c", "a.*.d", false},
+		{"a.*", "a.*.c", false},
+		{"a.*.c", "a.*", false},
+		{"*.*", "a.*", true},
+	}
+	for _, tt := range tests {
+		if got := subjectCovers(tt.filter, tt.pattern); got != tt.want {
+			t.Errorf("subjectCovers(%q, %q) = %v, want %v", tt.filter, tt.pattern, got, tt.want)
+		}
 	}
 }

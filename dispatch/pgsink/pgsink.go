@@ -87,7 +87,7 @@ type Config struct {
 // "postgresql://…".
 func ParseSpec(spec string) (Config, error) {
 	if !hasScheme(spec) {
-		return Config{}, fmt.Errorf("postgres sink spec %q: want a postgres:// or postgresql:// URL", redactSpec(spec))
+		return Config{}, fmt.Errorf("postgres sink spec %q: want a postgres:// or postgresql:// URL", sinkconf.Redact(spec))
 	}
 	return Config{
 		URL:            spec,
@@ -111,10 +111,12 @@ func hasScheme(spec string) bool {
 // checked by Start: pgx reads files (~/.pgpass, certificates) to parse them.
 func (c Config) Validate() error {
 	var errs []error
-	if u, err := url.Parse(c.URL); err != nil {
-		errs = append(errs, fmt.Errorf("postgres sink: url %s: %w", redactSpec(c.URL), unwrapURLError(err)))
+	if u, err := sinkconf.ParseURL(c.URL); err != nil {
+		errs = append(errs, fmt.Errorf("postgres sink: %w", err))
 	} else if u.Scheme != "postgres" && u.Scheme != "postgresql" {
 		errs = append(errs, fmt.Errorf("postgres sink: url %s: scheme must be postgres or postgresql", safeURL(u)))
+	} else if err := checkHosts(u.Host); err != nil {
+		errs = append(errs, fmt.Errorf("postgres sink: url %s: %w", safeURL(u), err))
 	}
 	if _, _, err := splitTable(c.Table); err != nil {
 		errs = append(errs, &sinkconf.KeyError{Key: "table", Err: err})
@@ -129,6 +131,29 @@ func (c Config) Validate() error {
 		errs = append(errs, sinkconf.KeyErrorf("connect_timeout", "postgres sink: connect_timeout %s: must be positive, e.g. 5s", c.ConnectTimeout))
 	}
 	return errors.Join(errs...)
+}
+
+// checkHosts checks the hosts and ports of a URL's host part, which libpq
+// lets list several servers: "a.example,b.example:5433". An empty host
+// (a Unix socket given by ?host=…) is left to pgx.
+func checkHosts(hosts string) error {
+	for hp := range strings.SplitSeq(hosts, ",") {
+		host, port := hp, ""
+		if i := strings.LastIndexByte(hp, ':'); i >= 0 && i > strings.LastIndexByte(hp, ']') {
+			host, port = hp[:i], hp[i+1:]
+		}
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+		if err := sinkconf.CheckPort(port); err != nil {
+			return err
+		}
+		if host == "" && hosts == "" {
+			continue
+		}
+		if err := sinkconf.CheckHost(host); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // splitTable splits "table" or "schema.table" into lower-case identifiers.
@@ -168,23 +193,6 @@ func safeURL(u *url.URL) string {
 		v.User = url.User(u.User.Username())
 	}
 	return v.String()
-}
-
-// redactSpec is safeURL for a spec that may not parse.
-func redactSpec(spec string) string {
-	if u, err := url.Parse(spec); err == nil {
-		return safeURL(u)
-	}
-	scheme, _, _ := strings.Cut(spec, "://")
-	return scheme + "://…"
-}
-
-// unwrapURLError drops url.Error's copy of the URL, which holds the password.
-func unwrapURLError(err error) error {
-	if ue, ok := errors.AsType[*url.Error](err); ok {
-		return ue.Err
-	}
-	return err
 }
 
 // Sink writes frames to a PostgreSQL table. Create it with New, start it

@@ -83,6 +83,11 @@ func TestValidate(t *testing.T) {
 		{name: "no timeout", mod: func(c *Config) { c.ConnectTimeout = 0 }, key: "connect_timeout", wantErr: "must be positive"},
 		{name: "scheme", mod: func(c *Config) { c.URL = "mysql://u:hunter2@h/db" }, wantErr: "scheme must be postgres"},
 		{name: "bad url", mod: func(c *Config) { c.URL = "postgres://u:hunter2@h:port/db" }, wantErr: "postgres sink: url"},
+		{name: "port too high", mod: func(c *Config) { c.URL = "postgres://u:hunter2@h:70000/db" }, wantErr: `port "70000": must be a number between 1 and 65535`},
+		{name: "second port", mod: func(c *Config) { c.URL = "postgres://u:hunter2@a:5432,b:0/db" }, wantErr: `port "0"`},
+		{name: "bad host", mod: func(c *Config) { c.URL = "postgres://u:hunter2@a_b-/db" }, wantErr: `host "a_b-"`},
+		{name: "bad escape", mod: func(c *Config) { c.URL = "postgres://u:hunter2%zz@h/db" }, wantErr: "invalid %-escape"},
+		{name: "ipv6", mod: func(c *Config) { c.URL = "postgres://u:hunter2@[::1]:5432/db" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

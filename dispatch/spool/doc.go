@@ -72,12 +72,18 @@
 //   - If no valid record follows, the damage is a torn tail (a write cut by
 //     a crash): the file is truncated there. Damage in the last record of
 //     a segment cannot be told from a torn write, so it is cut too.
-//   - A file without the segment magic is renamed to NAME.corrupt.
-//   - A missing or damaged ack file restarts delivery at the oldest
-//     segment kept (redelivery, not loss).
+//   - A .seg file that is no segment (no segment magic, unreadable, not a
+//     regular file, or not named NNNNNNNNNNNNNNNNNNNN.seg) is renamed to
+//     NAME.corrupt.
+//   - An empty segment file (its header lost: a power cut before the
+//     kernel wrote it back, a truncation) is removed: the frames written
+//     to it are lost, and how many is not known.
+//   - A damaged ack file restarts delivery at the oldest segment kept
+//     (redelivery, not loss; Recovery().AckReset). A missing one is a spool
+//     that never acknowledged a frame: not damage.
 //
-// Every region is logged at error level, counted in Stats.CorruptRecords
-// and listed in Recovery(). Open never fails because of damage. Resync can
+// Every region and file is logged at error level with its file, counted in
+// Stats.CorruptRecords and listed in Recovery(). Open never fails because of damage. Resync can
 // in theory accept bytes inside a damaged record's payload that happen to
 // form a valid record (a 32-bit CRC over a plausible length must match):
 // only adversarial payloads that embed spool records make that likely.
@@ -89,10 +95,17 @@
 // the cap is reachable in whole segments). When an Append would pass it:
 //
 //	DropOldest (default) whole segments are deleted, oldest first, even if
-//	           not yet acknowledged; their unacknowledged frames are
-//	           counted in Stats.DroppedFrames and logged at error level.
+//	           not yet acknowledged; their undelivered frames are counted
+//	           in Stats.DroppedFrames and logged at error level with the
+//	           file. Frames Read had handed out count only if they are not
+//	           acknowledged before a Rewind or Close.
 //	Block      Append returns ErrFull and writes nothing; the caller stops
 //	           reading (the device's buffer fills) and retries after Ack.
+//
+// Unless Options.SegmentSize is set, a segment is at most an eighth of the
+// room the spool has on its file system at Open (free space plus its own
+// files, 64 KiB at least), so a drop on a full disk that is smaller than
+// the cap frees about an eighth of the backlog, not most of it.
 //
 // A full disk (ENOSPC) is handled the same way: a partial write is cut back
 // so the spool stays consistent, a fully acknowledged active segment is

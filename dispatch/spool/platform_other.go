@@ -19,6 +19,6 @@ var errWouldBlock = errors.New("spool: locked by another process")
 // file; on this platform it fails, so a spool never opens unlocked.
 func lockDir(*os.File) error { return errNotSupported }
 
-// diskSize would be the size of the filesystem that holds dir; without it
-// the spool keeps its default segment size.
-func diskSize(string) (int64, error) { return 0, errNotSupported }
+// diskFree would be the free space of the filesystem that holds dir;
+// without it the spool keeps its default segment size.
+func diskFree(string) (int64, error) { return 0, errNotSupported }

@@ -17,11 +17,12 @@ func lockDir(f *os.File) error {
 	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 }
 
-// diskSize is the size in bytes of the filesystem that holds dir.
-func diskSize(dir string) (int64, error) {
+// diskFree is the bytes this user may still write on the filesystem that
+// holds dir.
+func diskFree(dir string) (int64, error) {
 	var fs syscall.Statfs_t
 	if err := syscall.Statfs(dir, &fs); err != nil {
 		return 0, err
 	}
-	return int64(fs.Blocks) * int64(fs.Bsize), nil // field types differ by platform
+	return int64(fs.Bavail) * int64(fs.Bsize), nil // field types differ by platform
 }

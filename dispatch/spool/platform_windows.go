@@ -18,8 +18,9 @@ func lockDir(f *os.File) error {
 		windows.LOCKFILE_EXCLUSIVE_LOCK|windows.LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &ol)
 }
 
-// diskSize is the size in bytes of the volume that holds dir.
-func diskSize(dir string) (int64, error) {
+// diskFree is the bytes this user may still write on the volume that holds
+// dir (quotas included).
+func diskFree(dir string) (int64, error) {
 	p, err := windows.UTF16PtrFromString(dir)
 	if err != nil {
 		return 0, err
@@ -28,7 +29,7 @@ func diskSize(dir string) (int64, error) {
 	if err := windows.GetDiskFreeSpaceEx(p, &avail, &total, &free); err != nil {
 		return 0, err
 	}
-	return int64(total), nil
+	return int64(avail), nil
 }
 
 // syncDir does nothing on Windows: a directory handle cannot be flushed

@@ -161,8 +161,8 @@ func (s *Spool) skipDamage(sg *segment, limit int64, reason string) {
 	slices.SortFunc(sg.skips, func(a, b span) int { return int(a.start - b.start) })
 	s.read.off = to
 	s.stats.CorruptRecords++
-	s.log.Error("spool: damaged record while reading; skipped", zap.Uint64("segment", sg.id),
-		zap.Int64("offset", from), zap.Int64("length", to-from), zap.String("reason", reason))
+	s.log.Error("spool: damaged record while reading; skipped", zap.String("file", s.path(sg.id)),
+		zap.Int64("offset", from), zap.Int64("bytes", to-from), zap.String("reason", reason))
 }
 
 // materialize copies views into frames that own their bytes: one slab for
@@ -214,6 +214,9 @@ func (s *Spool) Ack(c Cursor) error {
 	if s.closed {
 		s.mu.Unlock()
 		return ErrClosed
+	}
+	if c.ord > s.inflightFrom && s.inflightTo > s.inflightFrom {
+		s.inflightFrom = min(c.ord, s.inflightTo) // delivered after all
 	}
 	if !s.ack.before(c) {
 		s.mu.Unlock()
@@ -314,4 +317,23 @@ func (s *Spool) Rewind() {
 	s.mu.Lock()
 	s.read = s.ack
 	s.mu.Unlock()
+	s.loseInflight("rewound")
+}
+
+// loseInflight counts and logs the frames handed out before DropOldest
+// deleted their segment and not acknowledged since: they will not be
+// handed out again.
+func (s *Spool) loseInflight(why string) {
+	s.mu.Lock()
+	if s.inflightTo <= s.inflightFrom {
+		s.mu.Unlock()
+		return
+	}
+	n := s.inflightTo - s.inflightFrom
+	s.inflightFrom = s.inflightTo
+	s.stats.DroppedFrames += n
+	total := s.stats.DroppedFrames
+	s.mu.Unlock()
+	s.log.Error("spool overflow: frames in flight when their segment was DROPPED were not delivered", zap.String("reason", why),
+		zap.String("dir", s.opts.Dir), zap.Uint64("dropped_frames", n), zap.Uint64("dropped_total", total))
 }

@@ -15,14 +15,17 @@ import (
 type Damage struct {
 	// Segment is the segment file's name.
 	Segment string
-	// Offset and Length locate the damaged bytes in the file as found.
+	// Offset and Length locate the damaged bytes in the file as found;
+	// Length is -1 for a file that could not be read.
 	Offset, Length int64
 	// Reason says what was wrong ("CRC-32C mismatch", ...).
 	Reason string
 	// Action is "truncated" (a torn tail, cut from the file), "skipped"
-	// (a damaged region followed by good records; readers jump over it) or
-	// "quarantined" (a file without a segment header, renamed to
-	// NAME.corrupt and left for inspection).
+	// (a damaged region followed by good records; readers jump over it),
+	// "quarantined" (a .seg file that is no segment: without a segment
+	// header, unreadable, not a regular file or not named as a segment;
+	// renamed to NAME.corrupt and left for inspection) or "removed" (an
+	// empty segment file: the frames written to it are lost).
 	Action string
 }
 
@@ -32,8 +35,9 @@ type RecoveryReport struct {
 	// unacknowledged frames in them.
 	Segments int
 	Frames   uint64
-	// AckReset is true when the ack file was missing or unreadable while
-	// segments existed: delivery restarts at the oldest frame kept.
+	// AckReset is true when the ack file was there but unreadable while
+	// segments existed: delivery restarts at the oldest frame kept. (A
+	// missing ack file is a spool that never acknowledged a frame.)
 	AckReset bool
 	// Damage lists every damaged region; TruncatedBytes sums the bytes cut.
 	Damage         []Damage
@@ -45,14 +49,38 @@ func (s *Spool) recover() error {
 	dir := s.opts.Dir
 	_ = os.Remove(filepath.Join(dir, ackTmpFile))
 	ackSeg, ackOff, ackOK := readAck(filepath.Join(dir, ackFile))
+	// A missing ack file is a spool that never acknowledged anything; one
+	// that is there but unreadable is damage.
+	_, statErr := os.Lstat(filepath.Join(dir, ackFile))
+	ackDamaged := !ackOK && !errors.Is(statErr, os.ErrNotExist)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("spool: read dir: %w", err)
 	}
+	rep := &s.report
+	// quarantine sets a .seg file that is not a segment aside, as NAME.corrupt.
+	quarantine := func(name string, length int64, reason string) error {
+		rep.Damage = append(rep.Damage, Damage{Segment: name, Length: length, Reason: reason, Action: "quarantined"})
+		p := filepath.Join(dir, name)
+		if err := os.Rename(p, p+".corrupt"); err != nil {
+			return fmt.Errorf("spool: quarantine %s: %w", name, err)
+		}
+		return nil
+	}
 	var ids []uint64
 	for _, e := range entries {
-		if id, ok := segmentID(e); ok {
+		id, ok := segmentID(e)
+		switch name := e.Name(); {
+		case ok && name == filepath.Base(s.path(id)):
 			ids = append(ids, id)
+		case !strings.HasSuffix(name, segExt):
+		case !e.Type().IsRegular():
+			err = quarantine(name, -1, "not a regular file ("+e.Type().String()+")")
+		default:
+			err = quarantine(name, -1, "not a segment file name (20 digits and "+segExt+")")
+		}
+		if err != nil {
+			return err
 		}
 	}
 	slices.Sort(ids)
@@ -60,7 +88,6 @@ func (s *Spool) recover() error {
 	if ackOK {
 		maxID = ackSeg
 	}
-	rep := &s.report
 	var ord uint64
 	haveAck := false
 	for _, id := range ids {
@@ -69,19 +96,28 @@ func (s *Spool) recover() error {
 		name := filepath.Base(p)
 		data, err := os.ReadFile(p)
 		if err != nil {
-			return fmt.Errorf("spool: read segment: %w", err)
+			if err := quarantine(name, -1, "unreadable: "+err.Error()); err != nil {
+				return err
+			}
+			continue
 		}
 		if int64(len(data)) < segHeaderSize && strings.HasPrefix(segMagic, string(data)) {
-			// Created but its header never reached the disk: empty.
+			// Its header is missing: whatever was written to it is lost (a
+			// power cut before the kernel wrote it back, a truncation),
+			// unless the process died while creating it.
+			reason := "empty file: the frames written to it are lost (their number is unknown), unless the process died while creating it"
+			if ackOK && ackSeg == id && ackOff > segHeaderSize {
+				reason = fmt.Sprintf("empty file, although the ack points %d bytes into it: the frames written to it after those delivered are lost (their number is unknown)", ackOff)
+			}
+			rep.Damage = append(rep.Damage, Damage{Segment: name, Length: int64(len(data)), Reason: reason, Action: "removed"})
 			if err := os.Remove(p); err != nil {
 				return fmt.Errorf("spool: remove empty segment: %w", err)
 			}
 			continue
 		}
 		if string(data[:min(len(data), len(segMagic))]) != segMagic {
-			rep.Damage = append(rep.Damage, Damage{Segment: name, Length: int64(len(data)), Reason: "no segment header", Action: "quarantined"})
-			if err := os.Rename(p, p+".corrupt"); err != nil {
-				return fmt.Errorf("spool: quarantine segment: %w", err)
+			if err := quarantine(name, int64(len(data)), "no segment header"); err != nil {
+				return err
 			}
 			continue
 		}
@@ -121,7 +157,7 @@ func (s *Spool) recover() error {
 		// No ack, or its segment is gone: everything before the oldest
 		// segment was acknowledged (or dropped).
 		s.ack = s.segs[0].start()
-		rep.AckReset = !ackOK
+		rep.AckReset = ackDamaged
 	}
 	// Every recovered segment is sealed: new frames go to a new one.
 	nf, err := s.createSegment(maxID + 1)
@@ -164,13 +200,20 @@ func (s *Spool) recover() error {
 	s.stats.TruncatedBytes = rep.TruncatedBytes
 	s.stats.CorruptRecords = uint64(len(rep.Damage))
 	fields := []zap.Field{zap.Int("segments", rep.Segments), zap.Uint64("frames", rep.Frames), zap.Stringer("ack", s.ack)}
-	if len(rep.Damage) > 0 || rep.AckReset {
-		for _, d := range rep.Damage {
-			s.log.Error("spool damage found at recovery", zap.String("segment", d.Segment), zap.Int64("offset", d.Offset),
-				zap.Int64("length", d.Length), zap.String("reason", d.Reason), zap.String("action", d.Action))
+	for _, d := range rep.Damage {
+		f := []zap.Field{zap.String("file", filepath.Join(dir, d.Segment)), zap.String("reason", d.Reason), zap.String("action", d.Action)}
+		if d.Length >= 0 {
+			f = append(f, zap.Int64("offset", d.Offset), zap.Int64("bytes", d.Length))
 		}
+		s.log.Error("spool damage found at recovery", f...)
+	}
+	if rep.AckReset {
+		s.log.Warn("spool ack file damaged: delivery restarts at the oldest frame kept (frames may be delivered twice, none is lost)",
+			zap.String("file", filepath.Join(dir, ackFile)))
+	}
+	if len(rep.Damage) > 0 {
 		s.log.Warn("spool recovered with damage", append(fields, zap.Int("damaged_regions", len(rep.Damage)),
-			zap.Int64("truncated_bytes", rep.TruncatedBytes), zap.Bool("ack_reset", rep.AckReset))...)
+			zap.Int64("truncated_bytes", rep.TruncatedBytes))...)
 	} else {
 		s.log.Info("spool opened", fields...)
 	}

@@ -122,7 +122,9 @@ func (s *Spool) roll() error {
 }
 
 // dropOldest deletes the oldest sealed segment, counting and logging the
-// unacknowledged frames it held. It reports false if there is none.
+// frames it held that were not handed out yet; those handed out and not
+// acknowledged yet are counted when they can no longer be delivered
+// (loseInflight). It reports false if there is none.
 func (s *Spool) dropOldest(why string) bool {
 	s.mu.Lock()
 	if len(s.segs) < 2 {
@@ -132,9 +134,17 @@ func (s *Spool) dropOldest(why string) bool {
 	sg := s.segs[0]
 	s.segs = s.segs[1:]
 	s.bytes -= sg.size
-	var lost uint64
-	if end := sg.first + sg.count; end > s.ack.ord {
-		lost = end - max(s.ack.ord, sg.first)
+	// Frames not handed out yet are lost now; those handed out (between
+	// the ack and the read position) are lost only if never delivered.
+	end := sg.first + sg.count
+	from := min(max(s.ack.ord, sg.first), end)
+	readTo := min(max(s.read.ord, from), end)
+	lost, inflight := end-readTo, readTo-from
+	if inflight > 0 {
+		if s.inflightTo <= s.inflightFrom {
+			s.inflightFrom = from
+		}
+		s.inflightTo = readTo
 	}
 	if s.ack.seg <= sg.id {
 		s.ack = s.segs[0].start()
@@ -152,8 +162,9 @@ func (s *Spool) dropOldest(why string) bool {
 	if err := os.Remove(s.path(sg.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Error("spool: remove dropped segment", zap.Error(err))
 	}
-	s.log.Error("spool overflow: oldest frames DROPPED", zap.String("reason", why), zap.Uint64("segment", sg.id),
-		zap.Uint64("dropped_frames", lost), zap.Uint64("dropped_total", total), zap.Int64("max_bytes", s.opts.MaxBytes))
+	s.log.Error("spool overflow: oldest frames DROPPED", zap.String("reason", why), zap.String("file", s.path(sg.id)),
+		zap.Uint64("dropped_frames", lost), zap.Uint64("in_flight", inflight), zap.Uint64("dropped_total", total),
+		zap.Int64("max_bytes", s.opts.MaxBytes), zap.Int64("segment_bytes", sg.size))
 	return true
 }
 

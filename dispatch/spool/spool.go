@@ -69,8 +69,10 @@ type Stats struct {
 	Bytes int64
 	// Segments is the number of segment files.
 	Segments int
-	// DroppedFrames counts unacknowledged frames deleted by DropOldest
-	// since Open (some may have been handed out by Read already).
+	// DroppedFrames counts frames deleted by DropOldest since Open that
+	// were not delivered: those not yet handed out by Read, and those
+	// handed out but neither acknowledged before a Rewind or Close (a
+	// frame acknowledged after its segment was dropped was delivered).
 	DroppedFrames uint64
 	// CorruptRecords counts damaged regions (each one or more records)
 	// found since Open, at recovery or while reading.
@@ -116,10 +118,41 @@ type Spool struct {
 	stats    Stats
 	report   RecoveryReport
 	lastPort string
+	// dropped in flight: the ordinals [from, to) of frames Read had handed
+	// out when DropOldest deleted their segment. They count as dropped only
+	// if they cannot be delivered any more (Rewind, Close); an Ack past
+	// them says they were.
+	inflightFrom, inflightTo uint64
 
 	notify chan struct{}
 	stop   chan struct{}
 	done   chan struct{}
+}
+
+// minAutoSegmentSize is the smallest segment autoSegmentSize chooses: on a
+// nearly full disk, smaller segments would roll (and fsync) too often.
+const minAutoSegmentSize = 64 << 10
+
+// autoSegmentSize lowers a default segment size seg to an eighth of the
+// room the spool has on its file system (free bytes plus the bytes of its
+// segments), so that a drop-oldest on a full disk frees about an eighth of
+// the backlog rather than most of it.
+func autoSegmentSize(seg, free, spoolBytes int64) int64 {
+	return min(seg, max((free+spoolBytes)/8, minAutoSegmentSize))
+}
+
+// segmentBytes sums the sizes of the segment files in dir.
+func segmentBytes(dir string) int64 {
+	entries, _ := os.ReadDir(dir)
+	var n int64
+	for _, e := range entries {
+		if _, ok := segmentID(e); ok {
+			if fi, err := e.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+	}
+	return n
 }
 
 // Open opens the spool in opts.Dir, creating it if needed, and recovers it:
@@ -139,13 +172,12 @@ func Open(opts Options, log *zap.Logger) (*Spool, error) {
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("spool: create dir: %w", err)
 	}
-	// Without a cap the disk is the cap: segments of at most an eighth of
-	// the filesystem keep drop-oldest granular on a small disk.
-	if autoSegment && opts.MaxBytes == 0 {
-		if total, err := diskSize(opts.Dir); err == nil {
-			if size := total / 8; size > 0 && opts.SegmentSize > size {
-				opts.SegmentSize = max(size, minSegmentSize)
-			}
+	// The disk may be smaller than the cap: segments of at most an eighth
+	// of the room the spool has (free space plus its own files) keep a drop
+	// on a full disk to a small part of the backlog.
+	if autoSegment {
+		if free, err := diskFree(opts.Dir); err == nil {
+			opts.SegmentSize = autoSegmentSize(opts.SegmentSize, free, segmentBytes(opts.Dir))
 		}
 	}
 	lock, err := os.OpenFile(filepath.Join(opts.Dir, lockFile), os.O_RDWR|os.O_CREATE, 0o640)
@@ -304,6 +336,7 @@ func (s *Spool) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.loseInflight("closed")
 	if s.stop != nil {
 		close(s.stop)
 		<-s.done
