@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -13,7 +11,6 @@ import (
 	"time"
 
 	"go.bug.st/serial"
-	"go.bug.st/serial/enumerator"
 )
 
 // Parity is a serial line's parity setting.
@@ -390,9 +387,9 @@ func classifyOpenError(cfg PortConfig, err error, listPorts bool) *OpenError {
 			e.Hint = notFoundHint()
 		}
 	case OpenPermission:
-		e.Hint = permissionHint(cfg.Path) // perm_unix.go
+		e.Hint = permissionHint(cfg.Path) // perm_unix.go, perm_other.go
 	case OpenBusy:
-		e.Hint = "another process holds the port (find it with `fuser -v " + cfg.Path + "`); stop it or pick another port"
+		e.Hint = busyHint(cfg.Path)
 	case OpenInvalid:
 		e.Hint = fmt.Sprintf("check that %s is a serial device and supports %d baud, %d data bits, parity %s, %v stop bits",
 			cfg.Path, cfg.Baud, cfg.DataBits, cfg.Parity, cfg.StopBits)
@@ -407,7 +404,7 @@ func notFoundHint() string {
 		return "check the path (listing the ports failed: " + err.Error() + ")"
 	}
 	if len(ports) == 0 {
-		return "no serial ports found: is the device plugged in? (`dmesg | tail` shows it arriving)"
+		return "no serial ports found: is the device plugged in? (" + arrivalHint + ")"
 	}
 	names := make([]string, 0, len(ports))
 	for _, p := range ports {
@@ -437,58 +434,29 @@ type PortInfo struct {
 }
 
 // ListPorts returns the serial ports present, sorted by name. Virtual ports
-// (ptys made by socat or vport) are not listed.
-//
-// Note that go.bug.st/serial opens each /dev/ttyS* briefly to tell real
-// UARTs from placeholders, so this is not free of side effects on those.
+// (ptys made by socat or vport) are not listed. On Linux, go.bug.st/serial
+// opens each /dev/ttyS* briefly to tell real UARTs from placeholders, so this
+// is not free of side effects on those. USBDetails says whether this build
+// can fill the USB fields.
 func ListPorts() ([]PortInfo, error) {
-	details, err := enumerator.GetDetailedPortsList()
+	ports, err := listPorts()
 	if err != nil {
 		return nil, fmt.Errorf("list serial ports: %w", err)
-	}
-	// The enumerator returns an empty Name for a port without a sysfs
-	// device entry; its order is that of GetPortsList, so borrow the name.
-	var names []string
-	if slices.ContainsFunc(details, func(d *enumerator.PortDetails) bool { return d.Name == "" }) {
-		names, _ = serial.GetPortsList()
-	}
-	byID := serialByID()
-	ports := make([]PortInfo, 0, len(details))
-	for i, d := range details {
-		name := d.Name
-		if name == "" {
-			if len(names) != len(details) {
-				continue
-			}
-			name = names[i]
-		}
-		ports = append(ports, PortInfo{
-			Name:         name,
-			ByID:         byID[name],
-			IsUSB:        d.IsUSB,
-			VID:          d.VID,
-			PID:          d.PID,
-			SerialNumber: d.SerialNumber,
-			Product:      d.Product,
-		})
 	}
 	slices.SortFunc(ports, func(a, b PortInfo) int { return strings.Compare(a.Name, b.Name) })
 	return ports, nil
 }
 
-// serialByID maps device paths to their udev /dev/serial/by-id/ links.
-func serialByID() map[string]string {
-	const dir = "/dev/serial/by-id"
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil // no udev, no USB serial device, or not Linux
+// DefaultName is the name a port gets from its path when none is given:
+// its last element (ttyUSB0 for /dev/ttyUSB0, cu.usbserial-A1 for
+// /dev/cu.usbserial-A1, COM10 for \\.\COM10 or COM10).
+func DefaultName(path string) string {
+	for _, prefix := range []string{`\\.\`, `//./`} {
+		path = strings.TrimPrefix(path, prefix)
 	}
-	m := make(map[string]string, len(entries))
-	for _, e := range entries {
-		link := filepath.Join(dir, e.Name())
-		if target, err := filepath.EvalSymlinks(link); err == nil {
-			m[target] = link
-		}
+	path = strings.TrimRight(path, `/\`)
+	if i := strings.LastIndexAny(path, `/\`); i >= 0 {
+		path = path[i+1:]
 	}
-	return m
+	return path
 }

@@ -21,17 +21,33 @@ type pathWatch struct {
 // watchPath starts a watch; nil when the kernel refuses one (the retry
 // timer still reopens the port).
 func watchPath(path string) *pathWatch {
+	dir, ok := nearestDir(path)
+	if !ok {
+		return nil
+	}
+	return watchDir(path, dir)
+}
+
+// nearestDir is the deepest directory on path's way that exists now.
+func nearestDir(path string) (string, bool) {
 	dir := filepath.Dir(path)
 	for {
 		if st, err := os.Stat(dir); err == nil && st.IsDir() {
-			break
+			return dir, true
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return nil
+			return "", false
 		}
 		dir = parent
 	}
+}
+
+// watchDir watches dir, chosen as path's nearest directory. If a deeper one
+// appeared meanwhile (udev makes /dev/serial/by-id and its link moments
+// apart), the watch is on the wrong directory and would miss the link: it
+// wakes at once, so that the caller tries again and watches anew.
+func watchDir(path, dir string) *pathWatch {
 	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 	if err != nil {
 		return nil
@@ -42,6 +58,9 @@ func watchPath(path string) *pathWatch {
 	}
 	// A non-blocking descriptor goes to Go's poller: Close wakes the Read.
 	w := &pathWatch{f: os.NewFile(uintptr(fd), "inotify"), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	if now, ok := nearestDir(path); ok && now != dir {
+		w.wake <- struct{}{}
+	}
 	go w.run()
 	return w
 }

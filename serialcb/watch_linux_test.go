@@ -37,3 +37,35 @@ func TestIntegrationReaderReopensWhenThePathAppears(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The directory that appeared between choosing the directory to watch and
+// watching it (by-id, made by udev just before its link) wakes the watch at
+// once: watching the parent alone would miss the link.
+func TestWatchWakesWhenADeeperDirectoryAppeared(t *testing.T) {
+	parent := t.TempDir()
+	link := filepath.Join(parent, "by-id", "usb-Test_Device-if00")
+	if dir, _ := nearestDir(link); dir != parent {
+		t.Fatalf("nearestDir = %q, want %q", dir, parent)
+	}
+	if err := os.Mkdir(filepath.Dir(link), 0o755); err != nil { // after the choice, before the watch
+		t.Fatal(err)
+	}
+	w := watchDir(link, parent)
+	if w == nil {
+		t.Skip("no inotify here")
+	}
+	defer w.Close()
+	select {
+	case <-w.C():
+	default:
+		t.Fatal("the watch on the parent did not wake although by-id now exists")
+	}
+	// Watching the right directory does not wake by itself.
+	w2 := watchPath(link)
+	defer w2.Close()
+	select {
+	case <-w2.C():
+		t.Fatal("a watch on the nearest directory woke without a change")
+	default:
+	}
+}

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -24,15 +25,23 @@ func main() {
 	if bench.IsWriter() { // `serialcbd bench` started this process as its device
 		os.Exit(bench.WriterMain())
 	}
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	// start is run, or on Windows under the service manager, run as a
+	// service (service_windows.go).
+	os.Exit(start(os.Args[1:]))
 }
 
 // run executes the command line and maps its error to an exit code; main
 // calls os.Exit once with it.
 func run(args []string, stdout, stderr io.Writer) int {
+	return runContext(context.Background(), args, stdout, stderr)
+}
+
+// runContext is run with a context whose end stops `run` as SIGTERM does:
+// the Windows service cancels it when the service manager says stop.
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := newRootCmd(stdout, stderr)
 	cmd.SetArgs(args)
-	err := cmd.Execute()
+	err := cmd.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
 	}

@@ -14,7 +14,7 @@ func newPortsCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "ports",
-		Short: "List the serial ports present, with USB VID:PID and serial number",
+		Short: "List the serial ports present, with USB VID:PID and serial number where the system tells them",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			ports, err := serialcb.ListPorts()
@@ -30,7 +30,7 @@ func newPortsCmd(g *globals) *cobra.Command {
 				return enc.Encode(ports)
 			}
 			if len(ports) == 0 {
-				printf(g.stdout, "no serial ports found (a USB adapter shows up as /dev/ttyUSB* or /dev/ttyACM*; try `serialcbd demo` to run without hardware)\n")
+				printf(g.stdout, "no serial ports found (%s; try `serialcbd demo` to run without hardware)\n", serialcb.PortNamesHint)
 				return nil
 			}
 			w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
@@ -42,7 +42,13 @@ func newPortsCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.Name, usb, dash(p.SerialNumber), dash(p.Product), dash(p.ByID))
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if !serialcb.USBDetails {
+				printf(g.stderr, "USB details (VID:PID, serial number, product) need a build with cgo on this system; the devices above are all present\n")
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/serialcbd/serialcbd/configs"
 	"github.com/serialcbd/serialcbd/dispatch/daemon"
+	"github.com/serialcbd/serialcbd/serialcb"
 	"github.com/serialcbd/serialcbd/serialcb/decode"
 )
 
@@ -47,7 +46,7 @@ gives in-flight frames until the drain deadline to reach their sinks, and exits 
 
 Quick mode needs no file: each --port is read with --baud and --framing, and
 its frames go to every --sink (default ` + defaultSink + `).
-A port is named after its device file (ttyUSB0); use NAME=PATH to choose.
+A port is named after its device (ttyUSB0, COM3); use NAME=PATH to choose.
 
 A port missing at start is waited for: it is opened when it appears, while
 the other ports run. --require-ports makes a missing port an error (exit 2).
@@ -77,7 +76,7 @@ regex:EXPR, json, hex, base64); a frame it cannot read is kept without.
 			if err != nil {
 				return err
 			}
-			var opts daemon.Options
+			opts := daemon.Options{Build: readBuildInfo().daemon()}
 			if q.config != "" {
 				// SIGHUP: the same file, with the same flag overrides.
 				opts.Load = func() (*configs.Config, error) { return q.load(cmd) }
@@ -90,7 +89,8 @@ regex:EXPR, json, hex, base64); a frame it cannot read is kept without.
 				return err
 			}
 			ms := daemon.ServeMetrics(ln, d, log)
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			// cmd.Context() ends when the Windows service is told to stop.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			err = d.Run(ctx)
 			return errors.Join(err, ms.Close())
@@ -156,7 +156,7 @@ func (q *quickFlags) quickConfig() (*configs.Config, error) {
 		name, path, ok := strings.Cut(p, "=")
 		if !ok {
 			path = p
-			name = filepath.Base(p)
+			name = serialcb.DefaultName(p)
 		}
 		if path == "" || name == "" {
 			return nil, usagef("--port %q: expected PATH or NAME=PATH", p)

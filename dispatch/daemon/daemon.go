@@ -42,6 +42,9 @@ type Daemon struct {
 	reg  *Registry
 	load func() (*configs.Config, error)
 
+	// build labels serialcbd_build_info.
+	build BuildInfo
+
 	// The fields above describe the pipeline build made; a reload replaces
 	// it, so run, /metrics and /readyz use current().
 	mu  sync.Mutex
@@ -64,6 +67,16 @@ type Options struct {
 	// Ready is called once every port present at start is open; ports
 	// absent at start are not waited for.
 	Ready func()
+	// Build says which serialcbd runs, for the serialcbd_build_info gauge.
+	Build BuildInfo
+}
+
+// BuildInfo labels the serialcbd_build_info gauge. An empty Version is
+// shown as "devel", an empty GoVersion as the running runtime's.
+type BuildInfo struct {
+	Version   string
+	Commit    string
+	GoVersion string
 }
 
 // New turns a checked configuration into a Daemon without any I/O, so that
@@ -78,7 +91,7 @@ func New(cfg *configs.Config, log *zap.Logger, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.load, d.ready = opts.Load, opts.Ready
+	d.load, d.ready, d.build = opts.Load, opts.Ready, opts.Build
 	return d, nil
 }
 

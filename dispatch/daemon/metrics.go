@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -249,11 +250,30 @@ func newMetricsRegistry(d *Daemon) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		newStatsCollector(d),
+		newBuildInfoGauge(d.build),
 		newTwoWayCollector(func() *twoWay { return d.current().tw }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return reg
+}
+
+// newBuildInfoGauge is serialcbd_build_info{version,commit,goversion} 1,
+// the usual way to put a build's version on a dashboard or an alert.
+func newBuildInfoGauge(b BuildInfo) prometheus.Gauge {
+	if b.Version == "" {
+		b.Version = "devel"
+	}
+	if b.GoVersion == "" {
+		b.GoVersion = runtime.Version()
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "serialcbd_build_info",
+		Help:        "Always 1; its labels say which serialcbd this is.",
+		ConstLabels: prometheus.Labels{"version": b.Version, "commit": b.Commit, "goversion": b.GoVersion},
+	})
+	g.Set(1)
+	return g
 }
 
 // statsCollector reads the daemon's Stats() at scrape time: nothing is

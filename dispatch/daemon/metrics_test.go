@@ -6,13 +6,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/serialcbd/serialcbd/configs"
@@ -250,5 +253,38 @@ func TestMetricsDisabled(t *testing.T) {
 	ms := ServeMetrics(nil, nil, zap.NewNop())
 	if err := ms.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestBuildInfoGauge(t *testing.T) {
+	tests := []struct {
+		build BuildInfo
+		want  map[string]string
+	}{
+		{BuildInfo{Version: "0.1.0", Commit: "0123456789ab", GoVersion: "go1.26.8"},
+			map[string]string{"version": "0.1.0", "commit": "0123456789ab", "goversion": "go1.26.8"}},
+		{BuildInfo{}, map[string]string{"version": "devel", "commit": "", "goversion": runtime.Version()}},
+	}
+	for _, tt := range tests {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(newBuildInfoGauge(tt.build))
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(mfs) != 1 || mfs[0].GetName() != "serialcbd_build_info" || len(mfs[0].GetMetric()) != 1 {
+			t.Fatalf("gathered %v, want one serialcbd_build_info sample", mfs)
+		}
+		m := mfs[0].GetMetric()[0]
+		if v := m.GetGauge().GetValue(); v != 1 {
+			t.Errorf("value %v, want 1", v)
+		}
+		got := map[string]string{}
+		for _, l := range m.GetLabel() {
+			got[l.GetName()] = l.GetValue()
+		}
+		if !maps.Equal(got, tt.want) {
+			t.Errorf("labels %v, want %v", got, tt.want)
+		}
 	}
 }

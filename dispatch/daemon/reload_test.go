@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 
 	"go.uber.org/zap"
@@ -74,7 +73,7 @@ func writeConfig(t *testing.T, file, text string) {
 // to, and waits for the log line with msg to appear n times in all.
 func hangup(t *testing.T, r *running, msg string, n int) {
 	t.Helper()
-	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+	if err := raiseHangup(); err != nil {
 		t.Fatal(err)
 	}
 	within(t, msg, func() bool { return r.logs.FilterMessage(msg).Len() >= n })

@@ -1,4 +1,4 @@
-//go:build !unix
+//go:build !unix && !windows
 
 package spool
 
@@ -9,8 +9,7 @@ import (
 )
 
 // errNotSupported is what the platform seams below return until this
-// platform has its own implementation (LockFileEx, GetDiskFreeSpaceEx on
-// Windows).
+// platform has its own implementation (as Unix and Windows do).
 var errNotSupported = errors.New("spool: not supported on " + runtime.GOOS + " yet: the spool needs a file lock")
 
 // errWouldBlock is what lockDir returns when another process holds the lock.

@@ -2,7 +2,6 @@ package spool
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"time"
 
@@ -79,16 +78,4 @@ func (s *Spool) syncNow() {
 		s.mu.Unlock()
 		s.log.Error("spool: background fsync failed; recent frames may not survive a power cut", zap.Error(err))
 	}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("spool: sync dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("spool: sync dir: %w", err)
-	}
-	return nil
 }
