@@ -120,6 +120,7 @@ def run_one(kind, args, url):
     socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={dev}", f"pty,raw,echo=0,link={app}"],
                              stderr=subprocess.DEVNULL)
     proc = None
+    pid = None
     try:
         for _ in range(200):
             if os.path.exists(dev) and os.path.exists(app):
@@ -167,6 +168,11 @@ def run_one(kind, args, url):
                 "window": (w0, w1)}, None
     finally:
         if proc is not None:
+            if pid is not None and pid != proc.pid:
+                try:  # under strace: stop the traced program, strace follows
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=20)
