@@ -46,9 +46,14 @@ func openSpoolOpts(t *testing.T, o spool.Options) *spool.Spool {
 }
 
 // waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+// hangGuard bounds a wait that only a hang can exhaust. It is no timing
+// assertion: the ARM runs under qemu-user are ten to twenty times slower
+// than native ones, and the CI machine is shared.
+const hangGuard = 2 * time.Minute
+
+func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	deadline := time.Now().Add(hangGuard)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -133,13 +138,13 @@ func TestReviewBugDrainEndsWhenTheSinkStartsFailingDuringTheDrain(t *testing.T) 
 		{Name: "m", Sink: mem, Options: dispatch.Options{Linger: time.Hour, MaxBatch: 1000}},
 	}})
 	fx.submit("p", 10)
-	waitFor(t, 5*time.Second, "the spooled write to start", func() bool { return failing.running.Load() == 1 })
+	waitFor(t, "the spooled write to start", func() bool { return failing.running.Load() == 1 })
 
 	drained := make(chan error, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	go func() { drained <- fx.d.Drain(ctx) }()
-	waitFor(t, 5*time.Second, "the drain to start", func() bool { n, _ := mem.count(); return n == 10 })
+	waitFor(t, "the drain to start", func() bool { n, _ := mem.count(); return n == 10 })
 	close(gate) // the write in flight fails now: the sink is down from here on
 
 	err := <-drained
@@ -288,7 +293,7 @@ func TestReviewDeadLetterFailureKeepsFramesInTheSpool(t *testing.T) {
 	tg.Options.MaxBatch = 10
 	fx := start(t, zaptest.NewLogger(t, zaptest.Level(zapcore.DPanicLevel)), dispatch.Config{Targets: []dispatch.Target{tg}})
 	fx.submit("p", 30)
-	waitFor(t, 5*time.Second, "the sink to take the other frames", func() bool { n, _ := sink.count(); return n == 29 })
+	waitFor(t, "the sink to take the other frames", func() bool { n, _ := sink.count(); return n == 29 })
 	if err := fx.stop(t, 300*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("drain with the dead-letter store failing: %v, want the deadline", err)
 	}
@@ -387,7 +392,7 @@ func TestReviewHandoverWithABatchWaitingToRetry(t *testing.T) {
 	if ok, errs := results(t, fx.submit("p", 200)); ok != 200 {
 		t.Fatalf("spooled %d, errors %v", ok, errs)
 	}
-	waitFor(t, 5*time.Second, "the first write to fail", func() bool { return fx.d.Stats().Sinks[0].Retried > 0 })
+	waitFor(t, "the first write to fail", func() bool { return fx.d.Stats().Sinks[0].Retried > 0 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := fx.d.Handover(ctx); err != nil {
@@ -436,7 +441,7 @@ func TestReviewBlockPolicyBackPressureIsReleasedByDrain(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
-	waitFor(t, 10*time.Second, "back-pressure", func() bool { return fx.d.Stats().Throttled > 0 })
+	waitFor(t, "back-pressure", func() bool { return fx.d.Stats().Throttled > 0 })
 	select {
 	case <-done:
 		t.Fatal("Submit did not wait for the full spool")
@@ -501,11 +506,11 @@ func TestReviewBugBlockPolicyRefusesABatchBesideAFullyAckedActiveSegment(t *test
 	if _, err := fx.d.Submit(big()).Result(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the first frame to be delivered and acknowledged", func() bool {
+	waitFor(t, "the first frame to be delivered and acknowledged", func() bool {
 		n, _ := sink.count()
 		return n == 1 && sp.Stats().Frames == 0
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
 	_, err := fx.d.Submit(big()).Result(ctx)
 	st := sp.Stats()
