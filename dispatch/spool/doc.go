@@ -89,6 +89,13 @@
 //   - A damaged ack file restarts delivery at the oldest segment kept
 //     (redelivery, not loss; Recovery().AckReset). A missing one is a spool
 //     that never acknowledged a frame: not damage.
+//   - An ack file naming a segment that is gone restarts delivery at the
+//     oldest segment kept. That is what a crash inside Ack leaves: Ack
+//     deletes the segments its cursor covers before it replaces the ack
+//     file (so acking frees a full disk even when the ack file cannot be
+//     written). Delivery then resumes after the last Ack that returned and
+//     no later than the cursor of the one interrupted; the frames skipped
+//     were covered by that Ack, so delivered.
 //
 // Every region and file is logged at error level with its file, counted in
 // Stats.CorruptRecords and listed in Recovery(). Open never fails because of damage. Resync can
