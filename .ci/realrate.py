@@ -14,9 +14,9 @@ For each it prints the consumer's CPU per frame (user+sys from
 window (strace -f -c --seccomp-bpf: only those calls stop the process).
 --repeat N runs every consumer N times, interleaved, and prints the range.
 
-    scripts/realrate.py --bin ./serialcbd --rate 180 --seconds 20 --sink sqlite
-    scripts/realrate.py --bin ./serialcbd --rate 10 --seconds 30 --sink sqlite --repeat 3
-    scripts/realrate.py --bin ./serialcbd --rate 180 --sink http --strace
+    .ci/realrate.py --bin ./serialcbd --rate 180 --seconds 20 --sink sqlite
+    .ci/realrate.py --bin ./serialcbd --rate 10 --seconds 30 --sink sqlite --repeat 3
+    .ci/realrate.py --bin ./serialcbd --rate 180 --sink http --strace
 
 Needs socat (and strace for --strace); the Python gateway needs Debian's
 python3-serial, python3-aiohttp and python3-aiosqlite (see its README).
