@@ -6,6 +6,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/serialcbd/serialcbd/dispatch/placeholder"
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
@@ -29,23 +30,14 @@ const MaxValueLen = 128
 // maxTemplateLen bounds the template's literal text.
 const maxTemplateLen = 1024
 
-type segKind uint8
-
-const (
-	segLiteral segKind = iota
-	segPort
-	segField
-)
-
-// segment is a piece of a template: literal text or one placeholder.
-type segment struct {
-	kind segKind
-	text string // the literal, or the field name
-}
+// subjectToken sanitises a placeholder value into one subject token.
+var subjectToken = placeholder.NewSanitizer(MaxValueLen, false, func(c byte) bool {
+	return c > ' ' && c != 0x7f && c != '.' && c != '*' && c != '>'
+})
 
 // template is a parsed subject template.
 type template struct {
-	segs []segment
+	segs []placeholder.Segment
 	// static is the subject when the template has no placeholder.
 	static string
 	// fields reports whether any placeholder reads the frame's fields.
@@ -69,38 +61,19 @@ func parseTemplate(s string) (*template, error) {
 	if !utf8.ValidString(s) {
 		return nil, fmt.Errorf("subject template %q: not valid UTF-8", s)
 	}
-	t := &template{}
-	for rest := s; rest != ""; {
-		open := strings.IndexAny(rest, "{}")
-		if open < 0 {
-			t.segs = append(t.segs, segment{kind: segLiteral, text: rest})
-			break
-		}
-		if rest[open] == '}' {
-			return nil, fmt.Errorf("subject template %q: '}' without '{'", s)
-		}
-		if open > 0 {
-			t.segs = append(t.segs, segment{kind: segLiteral, text: rest[:open]})
-		}
-		end := strings.IndexAny(rest[open+1:], "{}")
-		if end < 0 || rest[open+1+end] != '}' {
-			return nil, fmt.Errorf("subject template %q: '{' without '}'", s)
-		}
-		name := rest[open+1 : open+1+end]
-		switch {
-		case name == "port":
-			t.segs = append(t.segs, segment{kind: segPort})
-		case strings.HasPrefix(name, "field."):
-			field := strings.TrimPrefix(name, "field.")
-			if field == "" {
-				return nil, fmt.Errorf("subject template %q: {field.} needs a field name, e.g. {field.device}", s)
-			}
-			t.segs = append(t.segs, segment{kind: segField, text: field})
+	segs, err := placeholder.Parse(s)
+	var syn *placeholder.SyntaxError
+	if errors.As(err, &syn) && syn.Problem == placeholder.EmptyField {
+		return nil, fmt.Errorf("subject template %q: {field.} needs a field name, e.g. {field.device}", s)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("subject template %q: %w", s, err)
+	}
+	t := &template{segs: segs}
+	for _, sg := range segs {
+		if sg.Kind == placeholder.Field {
 			t.fields = true
-		default:
-			return nil, fmt.Errorf("subject template %q: unknown placeholder {%s}: want {port} or {field.NAME}", s, name)
 		}
-		rest = rest[open+1+end+1:]
 	}
 
 	// Check the tokens, placeholders standing for non-empty values, and
@@ -118,13 +91,13 @@ func parseTemplate(s string) (*template, error) {
 		wild = false
 	}
 	for _, sg := range t.segs {
-		if sg.kind != segLiteral {
+		if sg.Kind != placeholder.Literal {
 			wild = true
 			tok.WriteString("x")
 			continue
 		}
-		for i := 0; i < len(sg.text); i++ {
-			c := sg.text[i]
+		for i := 0; i < len(sg.Text); i++ {
+			c := sg.Text[i]
 			switch {
 			case c == '.':
 				flush()
@@ -144,9 +117,7 @@ func parseTemplate(s string) (*template, error) {
 		}
 	}
 	t.pattern = strings.Join(tokens, ".")
-	if len(t.segs) == 1 && t.segs[0].kind == segLiteral {
-		t.static = t.segs[0].text
-	}
+	t.static, _ = placeholder.Static(segs)
 	return t, nil
 }
 
@@ -155,64 +126,12 @@ func (t *template) render(f *serialcb.Frame, missing string) string {
 	if t.static != "" {
 		return t.static
 	}
-	var b strings.Builder
-	for _, sg := range t.segs {
-		switch sg.kind {
-		case segLiteral:
-			b.WriteString(sg.text)
-		case segPort:
-			writeToken(&b, f.Port)
-		case segField:
-			if v, ok := f.Field(sg.text); ok {
-				writeToken(&b, v)
-			} else {
-				b.WriteString(missing)
-			}
-		}
-	}
-	return b.String()
+	return placeholder.Render(t.segs, f, missing, subjectToken)
 }
 
 // sanitize returns v as it appears in a subject token (see the package
 // notes on templates).
-func sanitize(v string) string {
-	var b strings.Builder
-	writeToken(&b, v)
-	return b.String()
-}
-
-// writeToken writes the sanitised form of v.
-func writeToken(b *strings.Builder, v string) {
-	if v == "" {
-		b.WriteByte('_')
-		return
-	}
-	if len(v) > MaxValueLen {
-		cut := MaxValueLen
-		for cut > 0 && !utf8.RuneStart(v[cut]) {
-			cut--
-		}
-		v = v[:cut]
-	}
-	for i := 0; i < len(v); {
-		c := v[i]
-		if c < utf8.RuneSelf {
-			if c <= ' ' || c == 0x7f || c == '.' || c == '*' || c == '>' {
-				c = '_'
-			}
-			b.WriteByte(c)
-			i++
-			continue
-		}
-		r, n := utf8.DecodeRuneInString(v[i:])
-		if r == utf8.RuneError && n == 1 {
-			b.WriteByte('_')
-		} else {
-			b.WriteString(v[i : i+n])
-		}
-		i += n
-	}
-}
+func sanitize(v string) string { return subjectToken.String(v) }
 
 // validToken reports whether s can be used whole as a subject token.
 func validToken(s string) bool {
