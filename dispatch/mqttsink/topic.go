@@ -6,29 +6,19 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/serialcbd/serialcbd/dispatch/placeholder"
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
 // template is a parsed topic: literal text and placeholders, in order.
+// Its placeholders are those of the other sinks' name templates, but MQTT
+// topics keep their values as they are, so a rendered topic is checked
+// instead.
 type template struct {
-	parts []part
+	segs []placeholder.Segment
 	// fixed is the whole topic when it has no placeholder.
 	fixed string
 }
-
-// part is literal text (kind partText) or a placeholder.
-type part struct {
-	kind partKind
-	text string // the literal, or the field's name
-}
-
-type partKind uint8
-
-const (
-	partText partKind = iota
-	partPort
-	partField
-)
 
 const fieldPrefix = "field."
 
@@ -50,11 +40,11 @@ func parseTemplate(s string) (template, error) {
 			return template{}, errors.New("'}' without '{': placeholders are {port} and {field.NAME}")
 		}
 		if open < 0 {
-			t.parts = append(t.parts, part{kind: partText, text: rest})
+			t.segs = append(t.segs, placeholder.Segment{Kind: placeholder.Literal, Text: rest})
 			break
 		}
 		if open > 0 {
-			t.parts = append(t.parts, part{kind: partText, text: rest[:open]})
+			t.segs = append(t.segs, placeholder.Segment{Kind: placeholder.Literal, Text: rest[:open]})
 		}
 		end := strings.IndexByte(rest[open:], '}')
 		if end < 0 {
@@ -63,16 +53,16 @@ func parseTemplate(s string) (template, error) {
 		name := rest[open+1 : open+end]
 		switch {
 		case name == "port":
-			t.parts = append(t.parts, part{kind: partPort})
+			t.segs = append(t.segs, placeholder.Segment{Kind: placeholder.Port})
 		case strings.HasPrefix(name, fieldPrefix) && len(name) > len(fieldPrefix) && !strings.ContainsRune(name, '{'):
-			t.parts = append(t.parts, part{kind: partField, text: name[len(fieldPrefix):]})
+			t.segs = append(t.segs, placeholder.Segment{Kind: placeholder.Field, Text: name[len(fieldPrefix):]})
 		default:
 			return template{}, fmt.Errorf("unknown placeholder {%s}: placeholders are {port} and {field.NAME}", name)
 		}
 		rest = rest[open+end+1:]
 	}
-	if len(t.parts) == 1 && t.parts[0].kind == partText {
-		t.fixed = t.parts[0].text
+	if len(t.segs) == 1 && t.segs[0].Kind == placeholder.Literal {
+		t.fixed = t.segs[0].Text
 	}
 	return t, nil
 }
@@ -97,22 +87,7 @@ func (t *template) render(f *serialcb.Frame, missing string) (string, error) {
 	if t.fixed != "" {
 		return t.fixed, nil
 	}
-	var b strings.Builder
-	for _, p := range t.parts {
-		switch p.kind {
-		case partText:
-			b.WriteString(p.text)
-		case partPort:
-			b.WriteString(f.Port)
-		case partField:
-			v, ok := f.Field(p.text)
-			if !ok {
-				v = missing
-			}
-			b.WriteString(v)
-		}
-	}
-	topic := b.String()
+	topic := placeholder.Render(t.segs, f, missing, nil)
 	if err := checkTopicText(topic); err != nil {
 		return "", fmt.Errorf("mqtt sink: topic %q: %w", topic, err)
 	}
