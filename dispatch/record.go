@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"encoding/base64"
+	"errors"
 	"time"
 	"unicode/utf8"
 
@@ -12,6 +13,46 @@ import (
 // TimeLayout is how received_at is written in text records: UTC with all
 // nine fractional digits, so that text order is time order.
 const TimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// Message body formats, the format setting of the sinks that publish one
+// message per frame.
+const (
+	FormatJSON   = "json"   // the frame's JSON record (AppendJSON)
+	FormatRaw    = "raw"    // the payload, unchanged
+	FormatFields = "fields" // the decoder's fields object
+)
+
+// ErrNoFields is AppendBody's error when the format is FormatFields and the
+// frame has no decoded fields; retrying cannot change it.
+var ErrNoFields = errors.New("frame has no decoded fields (format: fields)")
+
+// AppendBody appends f's message body in format: the payload (FormatRaw),
+// the decoded fields (FormatFields; ErrNoFields and dst unchanged when
+// there are none) or, for any other format, the JSON record (AppendJSON).
+func AppendBody(dst []byte, f *serialcb.Frame, format string) ([]byte, error) {
+	switch format {
+	case FormatRaw:
+		return append(dst, f.Payload...), nil
+	case FormatFields:
+		if len(f.Fields) == 0 {
+			return dst, ErrNoFields
+		}
+		return append(dst, f.Fields...), nil
+	}
+	return AppendJSON(dst, f), nil
+}
+
+// BodySize estimates the bytes AppendBody appends for f in format, to size
+// a batch's buffer.
+func BodySize(f *serialcb.Frame, format string) int {
+	switch format {
+	case FormatRaw:
+		return len(f.Payload)
+	case FormatFields:
+		return len(f.Fields)
+	}
+	return 128 + len(f.Port) + len(f.Payload)*4/3
+}
 
 // AppendJSON appends the frame's record as one JSON object (no newline):
 //

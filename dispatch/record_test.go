@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -136,5 +137,31 @@ func BenchmarkAppendJSON(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf = dispatch.AppendJSON(buf[:0], f)
+	}
+}
+
+func TestAppendBody(t *testing.T) {
+	f := &serialcb.Frame{Port: "p", Payload: []byte("raw"), Fields: []byte(`{"a":1}`)}
+	record := string(dispatch.AppendJSON(nil, f))
+	for _, tt := range []struct {
+		format, want string
+		size         int
+	}{
+		{dispatch.FormatRaw, "raw", 3},
+		{dispatch.FormatFields, `{"a":1}`, 7},
+		{dispatch.FormatJSON, record, 128 + 1 + 3*4/3},
+		{"", record, 128 + 1 + 3*4/3},
+	} {
+		got, err := dispatch.AppendBody([]byte("pre:"), f, tt.format)
+		if err != nil || string(got) != "pre:"+tt.want {
+			t.Errorf("AppendBody(%q) = %q, %v; want %q", tt.format, got, err, "pre:"+tt.want)
+		}
+		if n := dispatch.BodySize(f, tt.format); n != tt.size {
+			t.Errorf("BodySize(%q) = %d, want %d", tt.format, n, tt.size)
+		}
+	}
+	got, err := dispatch.AppendBody([]byte("pre:"), &serialcb.Frame{}, dispatch.FormatFields)
+	if !errors.Is(err, dispatch.ErrNoFields) || string(got) != "pre:" {
+		t.Errorf("no fields: %q, %v; want \"pre:\" and ErrNoFields", got, err)
 	}
 }

@@ -57,9 +57,9 @@ const (
 
 // Message formats (Config.Format).
 const (
-	FormatJSON   = "json"   // the frame's JSON record (dispatch.AppendJSON)
-	FormatRaw    = "raw"    // the payload, unchanged
-	FormatFields = "fields" // the decoder's fields object; none fails permanently
+	FormatJSON   = dispatch.FormatJSON   // the frame's JSON record (dispatch.AppendJSON)
+	FormatRaw    = dispatch.FormatRaw    // the payload, unchanged
+	FormatFields = dispatch.FormatFields // the decoder's fields object; none fails permanently
 )
 
 // Config configures the AMQP sink.
@@ -200,7 +200,7 @@ var (
 	// message (basic.nack).
 	ErrNacked = errors.New("broker nacked the message")
 	// ErrNoFields: format "fields" and the frame has none.
-	ErrNoFields = errors.New("frame has no decoded fields (format: fields)")
+	ErrNoFields = dispatch.ErrNoFields
 )
 
 // Sink publishes frames over AMQP 0-9-1. Write is safe for concurrent use.

@@ -73,9 +73,9 @@ const (
 
 // Message formats (Config.Format).
 const (
-	FormatJSON   = "json"   // the frame's JSON record (dispatch.AppendJSON)
-	FormatRaw    = "raw"    // the payload, unchanged
-	FormatFields = "fields" // the decoder's fields object; none fails permanently
+	FormatJSON   = dispatch.FormatJSON   // the frame's JSON record (dispatch.AppendJSON)
+	FormatRaw    = dispatch.FormatRaw    // the payload, unchanged
+	FormatFields = dispatch.FormatFields // the decoder's fields object; none fails permanently
 )
 
 // SASL mechanisms (SASL.Mechanism).
@@ -253,7 +253,7 @@ func compression(name string) (kgo.CompressionCodec, error) {
 // Errors of Write.
 var (
 	// ErrNoFields: format "fields" and the frame has none.
-	ErrNoFields = errors.New("frame has no decoded fields (format: fields)")
+	ErrNoFields = dispatch.ErrNoFields
 	// ErrUnknownTopic: the brokers do not know the topic.
 	ErrUnknownTopic = errors.New("the Kafka cluster has no such topic")
 )
@@ -445,17 +445,10 @@ func (s *Sink) Write(ctx context.Context, batch []*serialcb.Frame) error {
 	failed := false
 	for i, f := range batch {
 		start := len(buf)
-		switch s.cfg.Format {
-		case FormatRaw:
-			buf = append(buf, f.Payload...)
-		case FormatFields:
-			if len(f.Fields) == 0 {
-				errs[i], failed = dispatch.Permanent(fmt.Errorf("kafka sink: frame %s: %w", f.ID, ErrNoFields)), true
-				continue
-			}
-			buf = append(buf, f.Fields...)
-		default:
-			buf = dispatch.AppendJSON(buf, f)
+		var err error
+		if buf, err = dispatch.AppendBody(buf, f, s.cfg.Format); err != nil {
+			errs[i], failed = dispatch.Permanent(fmt.Errorf("kafka sink: frame %s: %w", f.ID, err)), true
+			continue
 		}
 		idStart := len(buf)
 		buf, _ = f.ID.AppendText(buf) // never fails
@@ -538,15 +531,7 @@ func (s *Sink) produce(ctx context.Context, cl *kgo.Client, recs []*kgo.Record, 
 func (s *Sink) bufSize(batch []*serialcb.Frame) int {
 	n := 0
 	for _, f := range batch {
-		n += 36
-		switch s.cfg.Format {
-		case FormatRaw:
-			n += len(f.Payload)
-		case FormatFields:
-			n += len(f.Fields)
-		default:
-			n += 128 + len(f.Port) + len(f.Payload)*4/3
-		}
+		n += 36 + dispatch.BodySize(f, s.cfg.Format)
 	}
 	return n
 }

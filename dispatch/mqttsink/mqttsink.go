@@ -61,12 +61,12 @@ const (
 // Message formats (Config.Format).
 const (
 	// FormatJSON publishes the frame record (dispatch.AppendJSON).
-	FormatJSON = "json"
+	FormatJSON = dispatch.FormatJSON
 	// FormatRaw publishes the frame's payload bytes as they are.
-	FormatRaw = "raw"
+	FormatRaw = dispatch.FormatRaw
 	// FormatFields publishes the frame's decoded fields (a JSON object); a
 	// frame without fields fails permanently.
-	FormatFields = "fields"
+	FormatFields = dispatch.FormatFields
 )
 
 const (

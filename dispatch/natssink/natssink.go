@@ -59,12 +59,12 @@ const (
 // Message formats (Config.Format).
 const (
 	// FormatJSON: the message is the frame's JSON record (dispatch.AppendJSON).
-	FormatJSON = "json"
+	FormatJSON = dispatch.FormatJSON
 	// FormatRaw: the message is the frame's payload, unchanged.
-	FormatRaw = "raw"
+	FormatRaw = dispatch.FormatRaw
 	// FormatFields: the message is the decoder's fields object
 	// (Frame.Fields); a frame without fields fails permanently.
-	FormatFields = "fields"
+	FormatFields = dispatch.FormatFields
 )
 
 const (
@@ -88,7 +88,7 @@ var (
 	// ErrNoStream: no JetStream stream takes the subject.
 	ErrNoStream = errors.New("no JetStream stream takes the subject")
 	// ErrNoFields: format "fields" and the frame has none.
-	ErrNoFields = errors.New("frame has no decoded fields (format: fields)")
+	ErrNoFields = dispatch.ErrNoFields
 )
 
 // Sink publishes frames to NATS. Write is safe for concurrent use.
@@ -224,16 +224,9 @@ func (s *Sink) Write(ctx context.Context, batch []*serialcb.Frame) error {
 // while the message is in flight).
 func (s *Sink) message(buf []byte, f *serialcb.Frame) (*nats.Msg, []byte, error) {
 	start := len(buf)
-	switch s.cfg.Format {
-	case FormatRaw:
-		buf = append(buf, f.Payload...)
-	case FormatFields:
-		if len(f.Fields) == 0 {
-			return nil, buf, dispatch.Permanent(fmt.Errorf("nats sink: frame %s: %w", f.ID, ErrNoFields))
-		}
-		buf = append(buf, f.Fields...)
-	default:
-		buf = dispatch.AppendJSON(buf, f)
+	buf, err := dispatch.AppendBody(buf, f, s.cfg.Format)
+	if err != nil {
+		return nil, buf, dispatch.Permanent(fmt.Errorf("nats sink: frame %s: %w", f.ID, err))
 	}
 	m := &nats.Msg{
 		Subject: s.tmpl.render(f, s.cfg.MissingField),
@@ -247,14 +240,7 @@ func (s *Sink) message(buf []byte, f *serialcb.Frame) (*nats.Msg, []byte, error)
 func (s *Sink) bufSize(batch []*serialcb.Frame) int {
 	n := 0
 	for _, f := range batch {
-		switch s.cfg.Format {
-		case FormatRaw:
-			n += len(f.Payload)
-		case FormatFields:
-			n += len(f.Fields)
-		default:
-			n += 128 + len(f.Port) + len(f.Payload)*4/3
-		}
+		n += dispatch.BodySize(f, s.cfg.Format)
 	}
 	return n
 }
