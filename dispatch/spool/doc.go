@@ -59,7 +59,10 @@
 //
 // A frame is lost only if it is lost before being acknowledged: after a
 // restart, every frame after the last persisted ack is handed out again
-// (at-least-once; sinks dedupe by id). Under SyncInterval and SyncNone the
+// (at-least-once; sinks dedupe by id), except where a crash fell inside an
+// Ack after it deleted the segments it acknowledged and before its ack
+// reached the file: the spool then resumes at the oldest segment left,
+// skipping only frames that interrupted Ack covered (see Recovery). Under SyncInterval and SyncNone the
 // ack file is not fsynced until Close (the kernel writes it back, within
 // 30 s by default on Linux), so a power cut may replay the frames
 // acknowledged in that time, or all the segments kept if it tore the
