@@ -228,6 +228,9 @@ func TestSpooledHandover(t *testing.T) {
 	if ok != 500 || len(errs) > 0 {
 		t.Fatalf("spooled %d, errors %v", ok, errs[:min(3, len(errs))])
 	}
+	// Frames are spooled before the lane reads them back: wait for the
+	// write to hang, or a Handover that comes first finds nothing in flight.
+	waitFor(t, "a write to the slow sink to start", func() bool { return slow.running.Load() > 0 })
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if err := fx.d.Handover(ctx); !errors.Is(err, context.DeadlineExceeded) {
