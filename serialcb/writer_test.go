@@ -96,7 +96,9 @@ func TestWriteWaitsForFrameInProgress(t *testing.T) {
 	})
 	<-r.Opened()
 	pair.Write([]byte("ab"))
-	waitStats(t, r, func(s ReaderStats) bool { return s.Bytes == 2 })
+	// Bytes is counted before the framer has seen them: wait until the
+	// read loop has published the frame in progress too.
+	waitStats(t, r, func(s ReaderStats) bool { return s.Bytes == 2 && r.busy.Load() })
 
 	req, ch := writeReq([]byte("Q"))
 	var framedFirst bool
@@ -133,7 +135,7 @@ func TestWriteQueueFullAndPortLost(t *testing.T) {
 	<-r.Opened()
 	// Keep the write goroutine waiting: a frame in progress without end.
 	pair.Write([]byte("partial"))
-	waitStats(t, r, func(s ReaderStats) bool { return s.Bytes == 7 })
+	waitStats(t, r, func(s ReaderStats) bool { return s.Bytes == 7 && r.busy.Load() })
 	var chans []chan writeResult
 	full := false
 	for range 50 { // the writer takes one every 100 ms at most: the queue of 1 fills
