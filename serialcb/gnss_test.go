@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"slices"
 	"testing"
+
+	"github.com/serialcbd/serialcbd/testdata/realdata"
 )
 
 // ubxPacket and rtcmPacket are reference encoders for the tests.
@@ -216,7 +218,7 @@ var gnssCaptures = map[string][2]int{
 func TestGNSSCaptures(t *testing.T) {
 	for name, counts := range gnssCaptures {
 		t.Run(name, func(t *testing.T) {
-			data, err := os.ReadFile(realdata(t, name))
+			data, err := os.ReadFile(realdata.Path(t, name))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -253,7 +255,7 @@ func TestGNSSCaptures(t *testing.T) {
 // Lines framing with the nmea validator loses the sentences glued to a
 // UBX packet; gnss does not (the motivating measurement).
 func TestGNSSBeatsLines(t *testing.T) {
-	data, err := os.ReadFile(realdata(t, "ublox-zed-f9p_hpg1.11.log"))
+	data, err := os.ReadFile(realdata.Path(t, "ublox-zed-f9p_hpg1.11.log"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/serialcbd/serialcbd/testdata/realdata"
 )
 
 func readSample(t *testing.T, path string) []byte {
@@ -59,7 +61,7 @@ func TestGuessFraming(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.capture != "" {
-				tc.sample = readSample(t, realdata(t, tc.capture))
+				tc.sample = readSample(t, realdata.Path(t, tc.capture))
 			}
 			guesses := GuessFraming(tc.sample, tc.gaps, 5*time.Millisecond)
 			if len(guesses) == 0 {

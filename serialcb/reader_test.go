@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/serialcbd/serialcbd/serialcb/vport"
+	"github.com/serialcbd/serialcbd/testdata/realdata"
 )
 
 // logWatch records a Reader's logs and lets a test wait for an entry
@@ -465,7 +466,7 @@ func TestRunTwiceConcurrently(t *testing.T) {
 // TestIntegrationReplayNMEA replays a real GPS capture (CRLF NMEA; the '#'
 // header lines are frames too) through a virtual port.
 func TestIntegrationReplayNMEA(t *testing.T) {
-	data, err := os.ReadFile(realdata(t, "neo-m8n.log"))
+	data, err := os.ReadFile(realdata.Path(t, "neo-m8n.log"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/serialcbd/serialcbd/testdata/realdata"
 )
 
 func TestValidators(t *testing.T) {
@@ -59,7 +61,7 @@ func TestValidators(t *testing.T) {
 // realdata: skipped when the captures are not there).
 func nmeaLines(t *testing.T, name string) []string {
 	t.Helper()
-	data, err := os.ReadFile(realdata(t, name))
+	data, err := os.ReadFile(realdata.Path(t, name))
 	if err != nil {
 		t.Fatal(err)
 	}

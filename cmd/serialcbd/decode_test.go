@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/serialcbd/serialcbd/serialcb/vport"
+	"github.com/serialcbd/serialcbd/testdata/realdata"
 )
 
 // monitor --decode nmea on the recorded GPS stream shows the named fields
@@ -159,7 +160,7 @@ func TestIntegrationMonitorDecodeLive(t *testing.T) {
 // comment lines of the header fail validation (and so are not decoded).
 // Skipped where the shared captures are absent.
 func TestMonitorDecodeRealCapture(t *testing.T) {
-	capture := realdata(t, "neo-m8n.log")
+	capture := realdata.Path(t, "neo-m8n.log")
 	got, err := runMonitorArgs(t, "--file", capture, "--validate", "nmea", "--decode", "nmea")
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/serialcbd/serialcbd/testdata/realdata"
 )
 
 // The framing specs of the sync-hunting and GNSS options pass `validate`,
@@ -45,7 +47,7 @@ func TestValidateFramingOptions(t *testing.T) {
 // monitor --framing gnss on the ZED-F9P capture shows each packet with
 // its protocol fields.
 func TestMonitorGNSSFile(t *testing.T) {
-	code, stdout, stderr := runCLI(t, "monitor", "--file", realdata(t, "ublox-zed-f9p_hpg1.11.log"), "--framing", "gnss")
+	code, stdout, stderr := runCLI(t, "monitor", "--file", realdata.Path(t, "ublox-zed-f9p_hpg1.11.log"), "--framing", "gnss")
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/serialcbd/serialcbd/testdata/realdata"
 )
 
 // gnssRecord is what the file sink writes for a gnss frame.
@@ -122,7 +124,7 @@ func readGNSSRecords(t *testing.T, path string) []gnssRecord {
 func TestEndToEndGNSSCaptures(t *testing.T) {
 	var stream []byte
 	for _, name := range []string{"bu353s4.log", "bundg_zeus_9.log", "neo-m8n.log", "nmea-fuzzy-cases.log", "ublox-zed-f9p_hpg1.11.log"} {
-		data, err := os.ReadFile(realdata(t, name))
+		data, err := os.ReadFile(realdata.Path(t, name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -187,7 +189,7 @@ func TestEndToEndGNSSCaptures(t *testing.T) {
 // not held until a next byte that never comes (4,999 sentences used to give
 // 4,998 records).
 func TestEndToEndRegexLastSentence(t *testing.T) {
-	data, err := os.ReadFile(realdata(t, "bundg_zeus_9.log"))
+	data, err := os.ReadFile(realdata.Path(t, "bundg_zeus_9.log"))
 	if err != nil {
 		t.Fatal(err)
 	}

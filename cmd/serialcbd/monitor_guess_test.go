@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/serialcbd/serialcbd/serialcb/vport"
+	"github.com/serialcbd/serialcbd/testdata/realdata"
 )
 
 // monitor --guess on captures suggests the framing they were made with.
@@ -26,7 +27,7 @@ func TestMonitorGuessFile(t *testing.T) {
 		t.Run(filepath.Base(tc.file), func(t *testing.T) {
 			file := tc.file
 			if tc.capture {
-				file = realdata(t, tc.file)
+				file = realdata.Path(t, tc.file)
 			}
 			code, stdout, stderr := runCLI(t, "monitor", "--guess", "--file", file)
 			if code != exitOK {

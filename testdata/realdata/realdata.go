@@ -1,4 +1,8 @@
-package main
+// Package realdata finds the real receiver captures that tests replay. They
+// were recorded by others and are not copied into the repository: they are
+// read from shared/realdata/gpsd beside the checkout, or from the directory
+// in $SERIALCBD_REALDATA. Only tests import it.
+package realdata
 
 import (
 	"errors"
@@ -8,20 +12,20 @@ import (
 	"testing"
 )
 
-// realdataEnv names a directory holding the real receiver captures, in
+// env names a directory holding the real receiver captures, in
 // place of shared/realdata/gpsd beside the repository.
-const realdataEnv = "SERIALCBD_REALDATA"
+const env = "SERIALCBD_REALDATA"
 
-// realdata returns the path of the real receiver capture name (as in
+// Path returns the path of the real receiver capture name (as in
 // "neo-m8n.log"). The captures were recorded by others and are not copied
 // into the repository: they are read from shared/realdata/gpsd beside the
 // checkout (<repo>/../shared/realdata/gpsd), or from the directory in
 // $SERIALCBD_REALDATA. When the file is absent the test is skipped, saying
 // where it looked and how to point it elsewhere; under CI=true, whose
 // checkout has shared/ beside it, that is a failure instead.
-func realdata(t testing.TB, name string) string {
+func Path(t testing.TB, name string) string {
 	t.Helper()
-	dir := os.Getenv(realdataEnv)
+	dir := os.Getenv(env)
 	if dir == "" {
 		root, err := repoRoot()
 		if err != nil {
@@ -31,7 +35,7 @@ func realdata(t testing.TB, name string) string {
 	}
 	path := filepath.Join(dir, name)
 	if _, err := os.Stat(path); err != nil {
-		msg := fmt.Sprintf("real capture %s not available: %v (the captures live in shared/realdata/gpsd beside the checkout, not in it; set %s to a directory holding them)", name, err, realdataEnv)
+		msg := fmt.Sprintf("real capture %s not available: %v (the captures live in shared/realdata/gpsd beside the checkout, not in it; set %s to a directory holding them)", name, err, env)
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
