@@ -342,17 +342,26 @@ func openPort(cfg PortConfig, listPorts bool) (serial.Port, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Before serial.Open, whose TIOCEXCL would refuse this second open to
+	// anyone but root; on failure it is nil and serial.Open says why.
+	poll := openPollReader(cfg.Path)
 	port, err := serial.Open(cfg.Path, cfg.mode())
 	if err != nil {
+		if poll != nil {
+			poll.Close()
+		}
 		lock.release()
 		return nil, classifyOpenError(cfg, err, listPorts)
 	}
 	if err := port.SetReadTimeout(serial.NoTimeout); err != nil {
+		if poll != nil {
+			poll.Close()
+		}
 		port.Close()
 		lock.release()
 		return nil, &OpenError{Path: cfg.Path, Kind: OpenFailed, Err: err}
 	}
-	return &lockedPort{Port: port, lock: lock}, nil
+	return &lockedPort{Port: port, lock: lock, poll: poll}, nil
 }
 
 func classifyOpenError(cfg PortConfig, err error, listPorts bool) *OpenError {

@@ -336,6 +336,11 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, q chan *WriteRe
 		r.closeWrites(q)
 	}()
 
+	// Untimed reads through the poller where there is one (Linux).
+	untimed := port.Read
+	if lp, ok := port.(*lockedPort); ok && lp.poll != nil {
+		untimed = lp.poll.Read
+	}
 	armed := false // the idle read timeout is set
 	for {
 		if r.idleGap > 0 && r.cutter.Busy() != armed {
@@ -348,7 +353,11 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, q chan *WriteRe
 				return fmt.Errorf("set read timeout: %w", err)
 			}
 		}
-		n, err := port.Read(r.buf)
+		read := untimed
+		if armed {
+			read = port.Read
+		}
+		n, err := read(r.buf)
 		if n > 0 {
 			if watchdog != nil {
 				watchdog.Reset(r.cfg.SilenceTimeout)

@@ -1,0 +1,93 @@
+package serialcb
+
+import (
+	"os"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// pollReader reads a tty through Go's runtime poller, for the reads that
+// wait without a timeout (all of them with line, length and gnss framing).
+//
+// Why: a frame at 10–200 frames/s is one wake-up, and what it costs is how
+// many threads that wake-up involves. go.bug.st/serial waits in select(2)
+// on a thread of its own, and every syscall made through the syscall
+// package (entersyscall) wakes the runtime's sysmon thread when it sleeps;
+// each frame then woke three to six threads (4–6 context switches, 80–100
+// µs of CPU on a 2-vCPU VM where `cat` spends 20). Here the goroutine parks
+// in the poller, the thread that wakes in epoll_wait runs it, and the read
+// itself is a raw syscall on a non-blocking descriptor, which cannot block
+// and so need not tell the scheduler: one context switch per frame, as for
+// `cat`.
+//
+// It is a second open of the same tty, made before go.bug.st/serial's (which
+// sets TIOCEXCL and would refuse it to non-root users); both descriptors read
+// the same input queue. Timed reads, writes and line settings stay with
+// go.bug.st/serial.
+type pollReader struct {
+	f  *os.File
+	rc syscall.RawConn
+}
+
+// openPollReader opens path for polled reads, or returns nil: the reads then
+// go through go.bug.st/serial, as on other systems.
+func openPollReader(path string) *pollReader {
+	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOCTTY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil
+	}
+	// A file the poller refused (not a tty, or a kernel without epoll
+	// support for it) would make every read a busy EAGAIN loop.
+	// SetReadDeadline fails with ErrNoDeadline for such a file.
+	if f.SetReadDeadline(time.Time{}) != nil {
+		f.Close()
+		return nil
+	}
+	return &pollReader{f: f, rc: rc}
+}
+
+// Read waits until the tty has input and reads it. It returns (0, nil) at
+// end of file (a hung-up line) and an error matching os.ErrClosed once
+// Close was called.
+func (p *pollReader) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	var n int
+	var errno syscall.Errno
+	// Every Read tries the read(2) first, although the last one may have
+	// emptied the queue: RawConn.Read forgets an edge that came between
+	// two calls (prepareRead resets the poller's ready flag), so waiting
+	// first could sleep on input that is already there.
+	err := p.rc.Read(func(fd uintptr) bool {
+		for {
+			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+			switch e {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false // wait in the poller
+			}
+			n, errno = int(r), e
+			return true
+		}
+	})
+	if err != nil {
+		// The poller's only error without a deadline: the file was closed
+		// (internal/poll's ErrFileClosing, which os.File.Read would wrap).
+		return 0, &os.PathError{Op: "read", Path: p.f.Name(), Err: os.ErrClosed}
+	}
+	if errno != 0 {
+		return 0, &os.PathError{Op: "read", Path: p.f.Name(), Err: errno}
+	}
+	return n, nil
+}
+
+// Close closes the descriptor and wakes a Read waiting on it.
+func (p *pollReader) Close() error { return p.f.Close() }
