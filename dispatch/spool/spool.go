@@ -292,7 +292,7 @@ func (s *Spool) write(buf []byte, count uint64) error {
 		}
 	}
 	off := s.wsize
-	_, err := s.wf.WriteAt(buf, off)
+	_, err := writeAtRaw(s.wf, buf, off)
 	if err == nil && s.opts.Sync == SyncBatch {
 		err = s.fsync(s.wf)
 	}
