@@ -44,6 +44,21 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def context_switches(pid):
+    """Voluntary + involuntary context switches of all the process's threads:
+    a frame that wakes one thread costs one, as for `cat`."""
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for ln in f:
+                    if ln.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        n += int(ln.split()[1])
+        except FileNotFoundError:  # the thread exited
+            pass
+    return n
+
+
 class Receiver(http.server.BaseHTTPRequestHandler):
     """Answers every POST with 204 and counts the lines it received."""
 
@@ -149,7 +164,7 @@ def run_one(kind, args, url):
         frames = int(args.rate * args.seconds)
         line = b"x" * 63 + b"\n"
         fd = os.open(dev, os.O_WRONLY | os.O_NOCTTY)
-        c0 = cpu_seconds(pid)
+        c0, s0 = cpu_seconds(pid), context_switches(pid)
         w0 = time.time()
         t0 = time.monotonic()
         for i in range(frames):
@@ -160,10 +175,11 @@ def run_one(kind, args, url):
             os.write(fd, line)
         os.close(fd)
         time.sleep(args.settle)  # let batching windows and the fsync tick pass
-        c1 = cpu_seconds(pid)
+        c1, s1 = cpu_seconds(pid), context_switches(pid)
         w1 = time.time()
         wall = time.monotonic() - t0
         return {"cpu_us_per_frame": (c1 - c0) / frames * 1e6, "core_pct": 100 * (c1 - c0) / wall,
+                "cs_per_frame": (s1 - s0) / frames,
                 "frames": frames, "wall": wall, "trace": trace if args.strace else None,
                 "window": (w0, w1)}, None
     finally:
@@ -230,15 +246,16 @@ def main():
                 print(f"{k}: skipped: {skip}", file=sys.stderr)
                 continue
             results[k].append(res)
-            print(f"run {r + 1} {k:9s} {res['cpu_us_per_frame']:8.1f} µs/frame  {res['core_pct']:6.2f}% of a core",
-                  file=sys.stderr)
+            print(f"run {r + 1} {k:9s} {res['cpu_us_per_frame']:8.1f} µs/frame  {res['core_pct']:6.2f}% of a core"
+                  f"  {res['cs_per_frame']:5.2f} context switches/frame", file=sys.stderr)
     print(f"\n{args.rate:g} frames/s, {args.seconds:g} s, sink {args.sink}, spool {'on' if args.spool else 'off'}")
     for k in kinds:
         rs = results[k]
         if not rs:
             continue
         v = sorted(x["cpu_us_per_frame"] for x in rs)
-        line = f"{k:9s} CPU/frame {v[0]:.0f}–{v[-1]:.0f} µs ({len(v)} runs)"
+        cs = sorted(x["cs_per_frame"] for x in rs)
+        line = f"{k:9s} CPU/frame {v[0]:.0f}–{v[-1]:.0f} µs, context switches/frame {cs[0]:.2f}–{cs[-1]:.2f} ({len(v)} runs)"
         for t, res in zip(args._traces.get(k, []), rs):
             w0, w1 = res["window"]
             fs, rn = count_calls(t, w0, w1)
