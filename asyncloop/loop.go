@@ -152,16 +152,6 @@ type Loop struct {
 	liveWorkers atomic.Int32
 	workersDone chan struct{} // closed by the last worker to exit
 
-	// Idle workers, the most recently idle last. A task goes to the top
-	// one directly (see enqueue), so the same few workers do the work
-	// while the rest sleep: their stacks stay grown and warm in cache,
-	// where a queue shared by 64 waiting workers hands each task to the
-	// one idle longest (Go's channel receivers wait in FIFO order), whose
-	// stack the GC has shrunk: a SQLite transaction then grew a fresh
-	// stack every time, ~6% of the daemon's CPU at 10 frames/s.
-	idleMu sync.Mutex
-	idle   []*worker
-
 	// Completion list: workers, Resolve and cleanups append; the loop
 	// goroutine swaps it out. Appending never blocks on the loop, so a
 	// callback that itself blocks on Submit cannot deadlock the workers.
@@ -243,7 +233,7 @@ func (l *Loop) Start() {
 	}
 	l.liveWorkers.Store(int32(l.opts.Workers))
 	for range l.opts.Workers {
-		go l.work(&worker{handed: make(chan task, 1)})
+		go l.work()
 	}
 	go l.runLoop()
 	l.state.Store(stateRunning)
@@ -443,9 +433,6 @@ func (l *Loop) enqueue(t task) error {
 	if err := l.acceptErr(); err != nil {
 		return err
 	}
-	if l.handToIdle(t) {
-		return nil
-	}
 	select {
 	case l.tasks <- t:
 		return nil
@@ -477,110 +464,26 @@ func (l *Loop) waitRoom(send func(*time.Timer) error) error {
 	return err
 }
 
-// worker is one worker goroutine's mailbox. A task is sent on handed only
-// by handToIdle, under idleMu, when it takes the worker off the idle list,
-// so handed holds at most one task and a send never blocks.
-type worker struct {
-	handed chan task
-}
-
-// handToIdle gives t to the most recently idle worker, if any; producers
-// call it under the read side of gate, so it never sends after Shutdown
-// closed tasks.
-func (l *Loop) handToIdle(t task) bool {
-	l.idleMu.Lock()
-	defer l.idleMu.Unlock()
-	n := len(l.idle)
-	if n == 0 {
-		return false
-	}
-	w := l.idle[n-1]
-	l.idle[n-1] = nil
-	l.idle = l.idle[:n-1]
-	w.handed <- t
-	return true
-}
-
-// leaveIdle takes w off the idle list if it is still there. When it is not,
-// a producer took it and its task is in w.handed.
-func (l *Loop) leaveIdle(w *worker) {
-	l.idleMu.Lock()
-	defer l.idleMu.Unlock()
-	for i := len(l.idle) - 1; i >= 0; i-- {
-		if l.idle[i] == w {
-			n := len(l.idle) - 1
-			copy(l.idle[i:], l.idle[i+1:])
-			l.idle[n] = nil
-			l.idle = l.idle[:n]
-			return
-		}
-	}
-}
-
-// work is a worker goroutine: it runs tasks handed to it and tasks from the
-// shared queue until Shutdown closes the queue.
+// work is a worker goroutine: it runs tasks until Shutdown closes the queue.
 //
 // A handler that calls runtime.Goexit ends the worker's goroutine too (its
 // future has been failed with ErrGoexit on the way out); the deferred
-// function then starts a replacement with the same mailbox, so the pool
-// keeps its size and a task handed meanwhile is run.
-func (l *Loop) work(w *worker) {
+// function then starts a replacement, so the pool keeps its size.
+func (l *Loop) work() {
 	exited := true
 	defer func() {
 		if exited {
-			go l.work(w)
+			go l.work()
 			return
 		}
 		if l.liveWorkers.Add(-1) == 0 {
 			close(l.workersDone)
 		}
 	}()
-	for {
-		select {
-		case t := <-w.handed:
-			t.run()
-			continue
-		default:
-		}
-		select {
-		case t, ok := <-l.tasks:
-			if !ok {
-				l.drainHanded(w)
-				exited = false
-				return
-			}
-			t.run()
-			continue
-		default:
-		}
-		l.idleMu.Lock()
-		l.idle = append(l.idle, w)
-		l.idleMu.Unlock()
-		select {
-		case t := <-w.handed: // handToIdle took w off the list
-			t.run()
-		case t, ok := <-l.tasks:
-			l.leaveIdle(w) // if a producer took w meanwhile, the next round runs its task
-			if !ok {
-				l.drainHanded(w)
-				exited = false
-				return
-			}
-			t.run()
-		}
-	}
-}
-
-// drainHanded runs the task handed to w, if any, once the queue is closed:
-// every hand-off happened before the close (both under gate), so none
-// can come later.
-func (l *Loop) drainHanded(w *worker) {
-	l.leaveIdle(w)
-	select {
-	case t := <-w.handed:
+	for t := range l.tasks {
 		t.run()
-	default:
 	}
+	exited = false
 }
 
 // dispatch hands c to the loop goroutine. It never blocks on the loop. Once
