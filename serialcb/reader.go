@@ -166,6 +166,8 @@ func (r *Reader) Stats() ReaderStats {
 // reopens with capped exponential backoff, logging the return at Info.
 // Reads block without a timeout, so an idle port costs no CPU; when ctx is
 // done Run closes the port to wake the blocked read and returns promptly.
+// On Linux those reads wait in Go's runtime poller (pollread_linux.go): a
+// frame then wakes one thread, as it would `cat`.
 //
 // With a framer that ends frames on silence (IdleFlusher: idle framing, or
 // lines with a flush), a read is given a timeout of the idle gap only while
