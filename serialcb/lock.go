@@ -17,9 +17,7 @@ type lockedPort struct {
 
 // Close closes the port, then releases its lock. It is idempotent.
 func (p *lockedPort) Close() error {
-	if p.poll != nil {
-		p.poll.Close() // wakes a polled Read; later calls return ErrClosed
-	}
+	p.poll.Close() // wakes a polled Read; later calls return ErrClosed
 	err := p.Port.Close()
 	p.once.Do(p.lock.release)
 	return err

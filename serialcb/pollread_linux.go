@@ -89,5 +89,11 @@ func (p *pollReader) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// Close closes the descriptor and wakes a Read waiting on it.
-func (p *pollReader) Close() error { return p.f.Close() }
+// Close closes the descriptor and wakes a Read waiting on it. A nil
+// pollReader (none was opened) has nothing to close.
+func (p *pollReader) Close() error {
+	if p == nil {
+		return nil
+	}
+	return p.f.Close()
+}

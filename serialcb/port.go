@@ -347,16 +347,12 @@ func openPort(cfg PortConfig, listPorts bool) (serial.Port, error) {
 	poll := openPollReader(cfg.Path)
 	port, err := serial.Open(cfg.Path, cfg.mode())
 	if err != nil {
-		if poll != nil {
-			poll.Close()
-		}
+		poll.Close()
 		lock.release()
 		return nil, classifyOpenError(cfg, err, listPorts)
 	}
 	if err := port.SetReadTimeout(serial.NoTimeout); err != nil {
-		if poll != nil {
-			poll.Close()
-		}
+		poll.Close()
 		port.Close()
 		lock.release()
 		return nil, &OpenError{Path: cfg.Path, Kind: OpenFailed, Err: err}
