@@ -23,8 +23,11 @@ type Config struct {
 	QoS int `yaml:"qos"`
 	// Retain sets the retain flag on every message.
 	Retain bool `yaml:"retain"`
-	// ClientID identifies the session at the broker; default
-	// serialcbd-<hostname>. Two clients with one id kick each other off.
+	// ClientID identifies the session at the broker. Two clients with one
+	// id kick each other off, so the default is unique per sink with a
+	// clean session: serialcbd-<hostname>-<8 random hex digits> (see New);
+	// with clean_session false it is serialcbd-<hostname>, stable across
+	// restarts so that the session resumes.
 	ClientID string `yaml:"client_id"`
 	// Username is sent at connect when set.
 	Username string `yaml:"username"`
@@ -73,7 +76,8 @@ func ParseSpec(spec string) (Config, error) {
 	}, nil
 }
 
-// DefaultClientID is "serialcbd-" followed by the host name.
+// DefaultClientID is "serialcbd-" followed by the host name: the client id
+// a spec starts with. New makes it unique when the session is clean.
 func DefaultClientID() string {
 	h, err := os.Hostname()
 	if err != nil || h == "" {

@@ -129,6 +129,7 @@ func (s *Sink) run(ctx context.Context, client mqtt.Client, first chan<- error) 
 	defer close(s.done)
 	var downSince time.Time // start of the current outage; zero before the first connection
 	attempts := 0           // failed attempts in the current outage
+	shortLived := 0         // connections in a row lost soon after they were made
 	for ctx.Err() == nil {
 		select {
 		case <-s.lost: // stale: no connection is up
@@ -161,6 +162,7 @@ func (s *Sink) run(ctx context.Context, client mqtt.Client, first chan<- error) 
 
 		l := &link{down: make(chan struct{})}
 		s.setLink(l)
+		upSince := time.Now()
 		switch {
 		case first != nil:
 			s.log.Info("mqtt sink connected", zap.String("client_id", s.cfg.ClientID))
@@ -179,11 +181,34 @@ func (s *Sink) run(ctx context.Context, client mqtt.Client, first chan<- error) 
 		case err := <-s.lost:
 			s.linkDown(l)
 			downSince = time.Now()
-			s.log.Warn("MQTT connection lost; reconnecting in the background: writes fail and are retried by the dispatcher until it is back",
-				zap.Error(err))
+			up := downSince.Sub(upSince)
+			if up >= takeoverHint {
+				shortLived = 0
+				s.log.Warn("MQTT connection lost; reconnecting in the background: writes fail and are retried by the dispatcher until it is back",
+					zap.String("client_id", s.cfg.ClientID), zap.Error(err))
+				continue
+			}
+			// What a broker does to the older of two clients with one id;
+			// that one reconnects and kicks the other off, and so on. The
+			// backoff keeps such a fight from spinning both.
+			shortLived++
+			delay := dispatch.Backoff(shortLived, minReconnectDelay, maxReconnectDelay)
+			s.log.Warn("MQTT connection lost soon after it was made; reconnecting in the background. If this repeats, another client may be using this client_id: give each its own",
+				zap.String("client_id", s.cfg.ClientID), zap.Duration("connected_for", up), zap.Duration("reconnect_in", delay), zap.Error(err))
+			t := time.NewTimer(delay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
 		}
 	}
 }
+
+// takeoverHint: a connection lost sooner than this after it was made is
+// logged with the hint that another client may share the client id.
+const takeoverHint = 2 * time.Second
 
 func (s *Sink) setLink(l *link) {
 	s.mu.Lock()

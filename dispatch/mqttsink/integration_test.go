@@ -583,3 +583,102 @@ func TestIntegrationBrokerRestart(t *testing.T) {
 		t.Errorf("logged %d 'connection lost' and %d 'reconnected' lines for one outage; want 1 and 1", lost, back)
 	}
 }
+
+// TestDefaultClientIDs: sinks left at the default client id get one of
+// their own when their session is clean, and the stable host id when it
+// is persistent; an id that was set is kept.
+func TestDefaultClientIDs(t *testing.T) {
+	build := func(edit func(*Config)) string {
+		cfg, err := ParseSpec("mqtt://127.0.0.1:1883/t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if edit != nil {
+			edit(&cfg)
+		}
+		s, err := New(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.cfg.ClientID
+	}
+	a, b := build(nil), build(nil)
+	if a == b || !strings.HasPrefix(a, DefaultClientID()+"-") || len(a) != len(DefaultClientID())+9 {
+		t.Fatalf("clean-session defaults %q and %q: want two distinct %s-<8 hex digits>", a, b, DefaultClientID())
+	}
+	if got := build(func(c *Config) { c.CleanSession = false }); got != DefaultClientID() {
+		t.Fatalf("persistent-session default %q, want %q", got, DefaultClientID())
+	}
+	if got := build(func(c *Config) { c.ClientID = "line1" }); got != "line1" {
+		t.Fatalf("set client id became %q", got)
+	}
+}
+
+// TestIntegrationTwoDefaultSinks: two sinks with every default (two sinks
+// of one config, or two daemons on one host) publish side by side. With
+// one client id for both, the broker kicked each off as the other
+// connected, for as long as both ran.
+func TestIntegrationTwoDefaultSinks(t *testing.T) {
+	needMosquitto(t)
+	prefix := topicPrefix(t)
+	sub := subscribe(t, sharedBroker, prefix+"/#", "", idKey)
+	core, logs := observer.New(zapcore.WarnLevel)
+	var pipes []*pipeline
+	for range 2 {
+		cfg, err := ParseSpec("mqtt://" + sharedBroker + "/" + prefix + "/frames")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sink, err := New(cfg, zap.New(core))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pipes = append(pipes, newPipeline(t, sink, lane))
+	}
+	var keys []string
+	var futs []*asyncloop.Future[dispatch.Receipt]
+	for round := range 5 {
+		for _, p := range pipes {
+			for range 50 {
+				f := p.frame(fmt.Sprint("p", round), nil)
+				keys = append(keys, f.ID.String())
+				futs = append(futs, p.d.Submit(f))
+			}
+		}
+	}
+	results(t, futs)
+	sub.waitFor(t, keys)
+	for _, p := range pipes {
+		p.stop(t)
+	}
+	sub.check(t, keys)
+	if warns := logs.All(); len(warns) > 0 {
+		t.Fatalf("warnings: %v", warns)
+	}
+}
+
+// TestIntegrationSharedClientID: two sinks set to one client id fight over
+// it, and the log says so.
+func TestIntegrationSharedClientID(t *testing.T) {
+	needMosquitto(t)
+	core, logs := observer.New(zapcore.WarnLevel)
+	id := fmt.Sprintf("serialcbd-test-shared-%d", time.Now().UnixNano())
+	for range 2 {
+		s := newSink(t, "mqtt://"+sharedBroker+"/"+topicPrefix(t), zap.New(core), func(c *Config) { c.ClientID = id })
+		if err := s.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+	}
+	deadline := time.Now().Add(waitLimit)
+	for logs.FilterMessageSnippet("another client may be using this client_id").Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no client_id hint after %v; warnings: %v", waitLimit, logs.All())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	e := logs.FilterMessageSnippet("another client may be using this client_id").All()[0]
+	if e.ContextMap()["client_id"] != id {
+		t.Fatalf("hint names client_id %v, want %s", e.ContextMap()["client_id"], id)
+	}
+}

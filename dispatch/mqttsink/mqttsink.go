@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -145,6 +146,12 @@ func New(cfg Config, log *zap.Logger) (*Sink, error) {
 		log = zap.NewNop()
 	}
 	ep, _ := parseURL(cfg.URL) // validated above
+	if cfg.ClientID == DefaultClientID() && cfg.CleanSession {
+		// A clean session has nothing to resume under a stable id, and a
+		// shared one is a fight: two sinks of one config, or two daemons
+		// on one host, would kick each other off the broker for ever.
+		cfg.ClientID += fmt.Sprintf("-%08x", rand.Uint32())
+	}
 	s := &Sink{
 		cfg:    cfg,
 		log:    log.With(zap.String("broker", ep.addr)),
