@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 
 	"github.com/serialcbd/serialcbd/configs"
 	"github.com/serialcbd/serialcbd/serialcb/vport"
@@ -53,9 +54,17 @@ func TestIntegrationScaleOut(t *testing.T) {
 	pgURL := "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 
 	// The MQTT subscriber is there before the first frame (QoS 1, no retain).
+	// Its lost connections are recorded for the report of a stall: with a
+	// clean session it would come back without its subscription.
 	var mu sync.Mutex
 	mqttIDs := map[string]int{}
-	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://127.0.0.1:1883").SetClientID(tag + "-sub"))
+	var subLost []string
+	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://127.0.0.1:1883").SetClientID(tag + "-sub").
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			mu.Lock()
+			subLost = append(subLost, fmt.Sprintf("%s: %v", time.Now().Format("15:04:05.000"), err))
+			mu.Unlock()
+		}))
 	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("mqtt subscriber: %v", tok.Error())
 	}
@@ -119,7 +128,7 @@ sinks:
 			}
 			select {
 			case <-ctx.Done():
-				t.Fatalf("MQTT subscriber has %d of the first %d frames", got, from+wave)
+				t.Fatalf("MQTT subscriber has %d of the first %d frames; %s", got, from+wave, scaleOutState(pgURL, tag, r, &mu, mqttIDs, &subLost, from+wave))
 			case <-time.After(5 * time.Millisecond):
 			}
 		}
@@ -196,4 +205,43 @@ sinks:
 		t.Errorf("MQTT: %d distinct ids, want %d", len(mqttIDs), n)
 	}
 	t.Logf("MQTT QoS 1 repeats: %d", dupes)
+}
+
+// scaleOutState says where the frames of a stalled TestIntegrationScaleOut
+// are: the other sinks' counts, the first ids the subscriber lacks, its
+// lost connections and the daemon's warnings.
+func scaleOutState(pgURL, tag string, r *running, mu *sync.Mutex, mqttIDs map[string]int, subLost *[]string, sent int) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var b strings.Builder
+	if pg, err := pgx.Connect(ctx, pgURL); err == nil {
+		var rows int
+		err = pg.QueryRow(ctx, "SELECT count(*) FROM "+tag).Scan(&rows)
+		fmt.Fprintf(&b, "PostgreSQL %d rows (%v); ", rows, err)
+		if ids, err := pg.Query(ctx, "SELECT id::text FROM "+tag+" ORDER BY seq"); err == nil {
+			mu.Lock()
+			var missing []string
+			for ids.Next() {
+				var id string
+				if ids.Scan(&id) == nil && mqttIDs[id] == 0 && len(missing) < 5 {
+					missing = append(missing, id)
+				}
+			}
+			mu.Unlock()
+			ids.Close()
+			fmt.Fprintf(&b, "first ids stored but not received over MQTT %v; ", missing)
+		}
+		_ = pg.Close(ctx)
+	}
+	mu.Lock()
+	fmt.Fprintf(&b, "subscriber connections lost %v; ", *subLost)
+	mu.Unlock()
+	fmt.Fprintf(&b, "%d frames written; daemon warnings:", sent)
+	for _, e := range r.logs.FilterLevelExact(zap.WarnLevel).All() {
+		fmt.Fprintf(&b, "\n  %s %s %v", e.Time.Format("15:04:05.000"), e.Message, e.ContextMap())
+	}
+	for _, e := range r.logs.FilterLevelExact(zap.ErrorLevel).All() {
+		fmt.Fprintf(&b, "\n  %s %s %v", e.Time.Format("15:04:05.000"), e.Message, e.ContextMap())
+	}
+	return b.String()
 }
