@@ -11,6 +11,7 @@ import (
 
 	"github.com/serialcbd/serialcbd/asyncloop"
 	"github.com/serialcbd/serialcbd/dispatch/spool"
+	"github.com/serialcbd/serialcbd/dispatch/tick"
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
@@ -131,7 +132,9 @@ type spoolRead struct {
 
 // holdRead reports whether the next Read waits for more frames to gather
 // in the spool: Linger is set, fewer than MaxBatch frames are unread, and
-// Linger has not passed since the first Read held back. Frames that trickle
+// the next multiple of Linger (dispatch/tick: at most Linger after the
+// first Read held back, and in the same wake-up as the spool's fsync and
+// the other lanes' batches) has not come yet. Frames that trickle
 // in then go to the sink as one batch per Linger (one transaction, one
 // POST of NDJSON, one acknowledgement) instead of one each; they are on
 // disk meanwhile. A drain does not wait. On the loop.
@@ -143,7 +146,7 @@ func (l *lane) holdRead() bool {
 		return false
 	}
 	if l.lingerStop == nil {
-		l.lingerStop = l.d.loop.CallLater(l.opt.Linger, l.lingerFired)
+		l.lingerStop = l.d.loop.CallLater(tick.Until(time.Now(), l.opt.Linger), l.lingerFired)
 	}
 	return true
 }

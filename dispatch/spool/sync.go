@@ -6,12 +6,16 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/serialcbd/serialcbd/dispatch/tick"
 )
 
-// syncLoop fsyncs the active segment SyncEvery after the first write that
-// follows an fsync (write kicks it). While nothing is written it sleeps with
-// no timer armed, so an idle spool costs no wake-up; while frames flow it
-// fsyncs once per SyncEvery.
+// syncLoop fsyncs the active segment at the first multiple of SyncEvery
+// (dispatch/tick) after the first write that follows an fsync (write kicks
+// it): at most SyncEvery later, and in the same wake-up as the process's
+// other per-second work. While nothing is written it sleeps with no timer
+// armed, so an idle spool costs no wake-up; while frames flow it fsyncs
+// once per SyncEvery.
 func (s *Spool) syncLoop() {
 	defer close(s.done)
 	t := time.NewTimer(s.opts.SyncEvery)
@@ -22,7 +26,7 @@ func (s *Spool) syncLoop() {
 			return
 		case <-s.kick:
 		}
-		t.Reset(s.opts.SyncEvery)
+		t.Reset(tick.Until(time.Now(), s.opts.SyncEvery))
 		select {
 		case <-s.stop:
 			t.Stop()

@@ -51,3 +51,33 @@ func TestSyncIntervalCostsOneFsyncPerPeriod(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncAlignsToPeriod: the background fsync ends on a multiple of
+// SyncEvery (dispatch/tick), where the other per-period work of the
+// process is due too, never later than SyncEvery after the write.
+func TestSyncAlignsToPeriod(t *testing.T) {
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		s, err := Open(Options{Dir: dir, Sync: SyncInterval, SyncEvery: time.Second}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		// synctest's clock starts on a whole second; write 300 ms past it.
+		time.Sleep(300 * time.Millisecond)
+		base := s.Stats().Syncs
+		if err := s.Append(mkFrames("p", 0, 1, 64)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(699 * time.Millisecond)
+		synctest.Wait()
+		if n := s.Stats().Syncs - base; n != 0 {
+			t.Fatalf("%d fsyncs before the whole second", n)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if n := s.Stats().Syncs - base; n != 1 {
+			t.Fatalf("%d fsyncs at the whole second, want 1", n)
+		}
+	})
+}

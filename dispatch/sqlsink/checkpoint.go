@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/serialcbd/serialcbd/dispatch/tick"
 )
 
 // SQLite's own checkpoint runs inside the commit that pushes the
@@ -19,8 +21,10 @@ import (
 //
 // A checkpoint costs two fsyncs (the log, then the database file) and
 // rewrites every page the commits since the last one touched, so it runs
-// rarely: checkpointEvery after the first commit that follows the previous
-// one, or sooner once checkpointRows rows have been committed. While
+// rarely: at the first multiple of checkpointEvery (dispatch/tick: at most
+// checkpointEvery, and in the same wake-up as the spool's fsync and the
+// lanes' batches) after the first commit that follows the previous one,
+// or sooner once checkpointRows rows have been committed. While
 // nothing is written the goroutine sleeps with no timer armed, and a
 // commit wakes it only when no checkpoint is pending.
 const (
@@ -109,7 +113,7 @@ func (c *checkpointer) run(ctx context.Context) {
 			return
 		case <-c.kick:
 		}
-		t.Reset(c.every)
+		t.Reset(tick.Until(time.Now(), c.every))
 		select {
 		case <-ctx.Done():
 			t.Stop()
