@@ -8,8 +8,9 @@ pty pair, one after the other in the same session:
     serialcbd       `serialcbd run` (its defaults: spool on, sync interval)
     python          ../shared/peers/py_asyncio_gateway.py, the asyncio gateway
 
-For each it prints the consumer's CPU per frame (user+sys from
-/proc/PID/stat, over a fixed number of frames, idle tail included), and with
+For each it prints the consumer's CPU per frame (the threads' run time from
+/proc/PID/task/*/schedstat, in ns, over a fixed number of frames, idle tail
+included), and with
 --strace the fsync/fdatasync and rename calls per second of the measured
 window (strace -f -c --seccomp-bpf: only those calls stop the process).
 --repeat N runs every consumer N times, interleaved, and prints the range.
@@ -17,6 +18,12 @@ window (strace -f -c --seccomp-bpf: only those calls stop the process).
     .ci/realrate.py --bin ./serialcbd --rate 180 --seconds 20 --sink sqlite
     .ci/realrate.py --bin ./serialcbd --rate 10 --seconds 30 --sink sqlite --repeat 3
     .ci/realrate.py --bin ./serialcbd --rate 180 --sink http --strace
+    .ci/realrate.py --bin ./serialcbd --max 20000 --sink http --only serialcbd,python --repeat 3
+
+--max N writes N frames as fast as the port takes them (4 KiB per write) and
+measures frames/s from the first write until the receiver has them all; the
+receiver is then .ci/recv204 (a Go server, built with `go build`): Python's
+own would be the bottleneck. HTTP sinks only.
 
 Needs socat (and strace for --strace); the Python gateway needs Debian's
 python3-serial, python3-aiohttp and python3-aiosqlite (see its README).
@@ -38,6 +45,23 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid):
+    """CPU time of the process: the sum of its threads' run time in
+    nanoseconds from /proc/PID/task/TID/schedstat where the kernel has it
+    (utime + stime in /proc/PID/stat are sampled in 10 ms ticks: at 10
+    frames/s over 30 s one tick is 33 µs per frame). A thread that exited
+    inside the window is missed there; serialcbd's and cat's threads live
+    as long as the process."""
+    try:
+        ns = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    ns += int(f.read().split()[0])
+            except FileNotFoundError:  # the thread exited
+                pass
+        return ns / 1e9
+    except (FileNotFoundError, PermissionError):
+        pass
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
@@ -84,6 +108,28 @@ def start_receiver():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv, f"http://127.0.0.1:{srv.server_address[1]}/ingest"
+
+
+class GoReceiver:
+    """.ci/recv204, built once: counts the records POSTed to it."""
+
+    def __init__(self):
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.dir = tempfile.mkdtemp(prefix="recv204-")
+        exe = os.path.join(self.dir, "recv204")
+        subprocess.run(["go", "build", "-o", exe, "./recv204"], cwd=here, check=True)
+        self.proc = subprocess.Popen([exe], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.url = self.proc.stdout.readline().decode().strip()
+
+    def count(self):
+        import urllib.request
+        with urllib.request.urlopen(self.url.rsplit("/", 1)[0] + "/count") as r:
+            return int(r.read())
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def wait_open(pid, path, timeout=10.0):
@@ -164,6 +210,8 @@ def run_one(kind, args, url):
         frames = int(args.rate * args.seconds)
         line = b"x" * 63 + b"\n"
         fd = os.open(dev, os.O_WRONLY | os.O_NOCTTY)
+        if args.max:
+            return run_max(args, pid, fd, line), None
         c0, s0 = cpu_seconds(pid), context_switches(pid)
         w0 = time.time()
         t0 = time.monotonic()
@@ -204,6 +252,34 @@ def run_one(kind, args, url):
             shutil.rmtree(work, ignore_errors=True)
 
 
+def run_max(args, pid, fd, line):
+    """Writes args.max frames as fast as the port takes them and waits until
+    the receiver counted them all (or 120 s passed)."""
+    base = args._recv.count()
+    c0, s0 = cpu_seconds(pid), context_switches(pid)
+    t0 = time.monotonic()
+    chunk = line * 64
+    left = args.max
+    while left > 0:
+        n = min(left, 64)
+        os.write(fd, chunk[: n * len(line)])
+        left -= n
+    os.close(fd)
+    got = 0
+    while time.monotonic() - t0 < 120:
+        got = args._recv.count() - base
+        if got >= args.max:
+            break
+        time.sleep(0.005)
+    wall = time.monotonic() - t0
+    c1, s1 = cpu_seconds(pid), context_switches(pid)
+    if got < args.max:
+        print(f"only {got} of {args.max} frames received after 120 s", file=sys.stderr)
+    return {"cpu_us_per_frame": (c1 - c0) / args.max * 1e6, "core_pct": 100 * (c1 - c0) / wall,
+            "cs_per_frame": (s1 - s0) / args.max, "frames_per_s": got / wall,
+            "frames": args.max, "wall": wall, "trace": None, "window": (0, 0)}
+
+
 def count_calls(path, w0, w1):
     """Counts the traced calls that started inside [w0, w1] (epoch seconds)."""
     syncs = renames = 0
@@ -234,9 +310,17 @@ def main():
     p.add_argument("--only", default="cat,serialcbd,python")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--strace", action="store_true")
+    p.add_argument("--max", type=int, default=0, help="write this many frames as fast as possible (HTTP sinks)")
     args = p.parse_args()
     args._traces = {}
-    srv, url = start_receiver()
+    if args.max:
+        if not args.sink.startswith("http") or args.strace:
+            p.error("--max needs --sink http or http-ndjson, without --strace")
+        args._recv = GoReceiver()
+        srv, url = None, args._recv.url
+        args.only = ",".join(k for k in args.only.split(",") if k != "cat")  # cat posts nothing
+    else:
+        srv, url = start_receiver()
     kinds = args.only.split(",")
     results = {k: [] for k in kinds}
     for r in range(args.repeat):
@@ -247,8 +331,12 @@ def main():
                 continue
             results[k].append(res)
             print(f"run {r + 1} {k:9s} {res['cpu_us_per_frame']:8.1f} µs/frame  {res['core_pct']:6.2f}% of a core"
-                  f"  {res['cs_per_frame']:5.2f} context switches/frame", file=sys.stderr)
-    print(f"\n{args.rate:g} frames/s, {args.seconds:g} s, sink {args.sink}, spool {'on' if args.spool else 'off'}")
+                  f"  {res['cs_per_frame']:5.2f} context switches/frame"
+                  + (f"  {res['frames_per_s']:8.0f} frames/s" if args.max else ""), file=sys.stderr)
+    if args.max:
+        print(f"\nmax rate, {args.max} frames, sink {args.sink}, spool {'on' if args.spool else 'off'}")
+    else:
+        print(f"\n{args.rate:g} frames/s, {args.seconds:g} s, sink {args.sink}, spool {'on' if args.spool else 'off'}")
     for k in kinds:
         rs = results[k]
         if not rs:
@@ -256,13 +344,30 @@ def main():
         v = sorted(x["cpu_us_per_frame"] for x in rs)
         cs = sorted(x["cs_per_frame"] for x in rs)
         line = f"{k:9s} CPU/frame {v[0]:.0f}–{v[-1]:.0f} µs, context switches/frame {cs[0]:.2f}–{cs[-1]:.2f} ({len(v)} runs)"
+        if args.max:
+            fps = sorted(x["frames_per_s"] for x in rs)
+            line += f"; {fps[0]:.0f}–{fps[-1]:.0f} frames/s"
         for t, res in zip(args._traces.get(k, []), rs):
             w0, w1 = res["window"]
             fs, rn = count_calls(t, w0, w1)
             line += f"; fsync+fdatasync {fs / (w1 - w0):.2f}/s, renames {rn / (w1 - w0):.2f}/s"
             shutil.rmtree(os.path.dirname(t), ignore_errors=True)
         print(line)
-    srv.shutdown()
+    def per_run(a, b):
+        ra, rb = results.get(a) or [], results.get(b) or []
+        return [x["cpu_us_per_frame"] / y["cpu_us_per_frame"] for x, y in zip(ra, rb) if y["cpu_us_per_frame"] > 0]
+    if not args.max:
+        if r := per_run("serialcbd", "cat"):
+            print(f"serialcbd / cat CPU per frame, run by run: {', '.join(f'{x:.1f}x' for x in r)}")
+        if r := per_run("python", "serialcbd"):
+            print(f"python / serialcbd CPU per frame, run by run: {', '.join(f'{x:.1f}x' for x in r)}")
+    if args.max and "serialcbd" in results and "python" in results and results["serialcbd"] and results["python"]:
+        ratios = sorted(a["frames_per_s"] / b["frames_per_s"] for a, b in zip(results["serialcbd"], results["python"]))
+        print(f"serialcbd / python frames/s, run by run: {', '.join(f'{r:.1f}x' for r in ratios)}")
+    if srv is not None:
+        srv.shutdown()
+    else:
+        args._recv.close()
 
 
 if __name__ == "__main__":
