@@ -81,14 +81,17 @@ func Inspect(dir string) (Summary, error) {
 		case id == ackSeg:
 			from = ackOff
 		}
-		inspectSegment(data, from, i == len(ids)-1, &sum)
+		if end := inspectSegment(data, from, i == len(ids)-1, &sum); end < int64(len(data)) {
+			sum.Bytes -= int64(len(data)) - end // a mapped segment's preallocation
+		}
 	}
 	return sum, nil
 }
 
 // inspectSegment counts the records of one segment that end after from and
-// their time range. Damage is handled as scanSegment does.
-func inspectSegment(data []byte, from int64, newest bool, sum *Summary) {
+// their time range, and returns where its data ends. Damage is handled as
+// scanSegment does.
+func inspectSegment(data []byte, from int64, newest bool, sum *Summary) (end int64) {
 	p := int(segHeaderSize)
 	for p < len(data) {
 		v, n, err := decodeRecord(data[p:])
@@ -106,16 +109,24 @@ func inspectSegment(data []byte, from int64, newest bool, sum *Summary) {
 			}
 			continue
 		}
+		if zeroTail(data[p:]) {
+			return int64(p) // a mapped segment's preallocation: the clean end
+		}
 		q, ok := resync(data, p, n)
 		if !ok {
-			if !newest || !errors.Is(err, errShort) {
+			// An Append in progress at the end of the newest segment: a
+			// record the file ends inside, or, in a mapped segment, one
+			// whose bytes are not all stored yet, zeros after them.
+			inProgress := errors.Is(err, errShort) || data[len(data)-1] == 0
+			if !newest || !inProgress {
 				sum.Damaged++
 			}
-			return
+			return int64(len(data))
 		}
 		sum.Damaged++
 		p = q
 	}
+	return int64(len(data))
 }
 
 // segmentID is the id of a segment file's directory entry, or false for

@@ -166,6 +166,7 @@ func (s *Spool) recover() error {
 		return err
 	}
 	s.wf, s.wsize = nf, segHeaderSize
+	s.wmap = mapSegment(nf, s.opts.SegmentSize)
 	s.segs = append(s.segs, &segment{id: maxID + 1, size: segHeaderSize, first: ord})
 	s.bytes += segHeaderSize
 	if len(s.segs) == 1 {

@@ -48,6 +48,9 @@ func scanSegment(data []byte, ackOff int64) segScan {
 			}
 			continue
 		}
+		if zeroTail(data[p:]) {
+			break // a mapped segment's preallocation (mapwrite_linux.go): the clean end
+		}
 		q, ok := resync(data, p, n)
 		if !ok {
 			sc.damage = append(sc.damage, scanDamage{off: int64(p), length: int64(len(data) - p), reason: reasonOf(err), cut: true})
@@ -61,6 +64,18 @@ func scanSegment(data []byte, ackOff int64) segScan {
 		}
 	}
 	return sc
+}
+
+// zeroTail reports whether b is all zeros: what is left of a mapped
+// segment's preallocation after its last record. Zeros never read as a
+// record (a length of 0 is below minBodySize).
+func zeroTail(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // resync finds where the next valid record starts after a bad record at p

@@ -96,6 +96,9 @@ func (s *Spool) willRoll(n int64) bool {
 
 // roll seals the active segment and starts a new one. Called under appendMu.
 func (s *Spool) roll() error {
+	if !s.broken {
+		s.unmapActive(true)
+	}
 	if s.opts.Sync != SyncNone && !s.broken {
 		if err := s.fsync(s.wf); err != nil {
 			return fmt.Errorf("sync sealed segment: %w", err)
@@ -109,9 +112,12 @@ func (s *Spool) roll() error {
 	if err != nil {
 		return err
 	}
+	s.unmapActive(false) // a broken segment's, if still there
+	m := mapSegment(f, s.opts.SegmentSize)
 	s.mu.Lock()
 	old := s.wf
 	s.wf, s.wsize, s.broken = f, segHeaderSize, false
+	s.wmap = m
 	s.segs = append(s.segs, &segment{id: id, size: segHeaderSize, first: first})
 	s.bytes += segHeaderSize
 	s.mu.Unlock()
@@ -223,6 +229,23 @@ func (s *Spool) recycleAcked() bool {
 	return true
 }
 
+// unmapActive drops the active segment's mapping, if it has one, and with
+// cut gives the file its real size (the preallocation past the last record
+// goes). Called under appendMu.
+func (s *Spool) unmapActive(cut bool) {
+	if s.wmap == nil {
+		return
+	}
+	unmapSegment(s.wmap)
+	s.wmap = nil
+	if cut {
+		if err := s.wf.Truncate(s.wsize); err != nil {
+			// Recovery takes the zero tail for the end it is.
+			s.log.Warn("spool: cut the preallocated tail of a segment", zap.Error(err))
+		}
+	}
+}
+
 // replaceActive closes and deletes the active segment's file, when want
 // (called under mu) says so, and starts a new segment. It reports whether
 // the file is gone and the new segment's error (the next write retries the
@@ -240,6 +263,7 @@ func (s *Spool) replaceActive(what string, want func(act *segment) bool) (freed 
 	}
 	s.mu.Unlock()
 	s.broken = true // whatever happens next, write() must roll
+	s.unmapActive(false)
 	s.wf.Close()
 	if err := os.Remove(s.path(act.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Error("spool: remove "+what, zap.Error(err))

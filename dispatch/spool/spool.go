@@ -109,8 +109,11 @@ type Spool struct {
 
 	nSyncs, nRenames atomic.Uint64
 
-	mu    sync.Mutex
-	wf    *os.File // active segment; set under appendMu and mu
+	mu sync.Mutex
+	wf *os.File // active segment; set under appendMu and mu
+	// wmap is wf mapped (mapwrite_linux.go), nil when appends are
+	// pwrites. Used and set under appendMu.
+	wmap  []byte
 	segs  []*segment
 	bytes int64
 	read  Cursor
@@ -292,14 +295,27 @@ func (s *Spool) write(buf []byte, count uint64) error {
 		}
 	}
 	off := s.wsize
-	_, err := writeAtRaw(s.wf, buf, off)
+	if s.wmap != nil && off+int64(len(buf)) > int64(len(s.wmap)) {
+		// A batch bigger than the segment (the first of a fresh one):
+		// back to pwrite, on a file of its real size, so that a reader
+		// never sees preallocated zeros in the middle of records.
+		s.unmapActive(true)
+	}
+	var err error
+	if s.wmap != nil {
+		err = copyToMap(s.wmap, buf, off)
+	} else {
+		_, err = writeAtRaw(s.wf, buf, off)
+	}
 	if err == nil && s.opts.Sync == SyncBatch {
 		err = s.fsync(s.wf)
 	}
 	if err != nil {
 		// Cut back what may have reached the file. After a failed fsync
 		// the page cache can no longer be trusted either, so the records
-		// are dropped and the caller retries them.
+		// are dropped and the caller retries them. A mapping goes first:
+		// a store past the cut would fault.
+		s.unmapActive(false)
 		if terr := s.wf.Truncate(off); terr != nil {
 			s.broken = true
 			s.log.Error("spool: cannot cut back a failed write; sealing the segment", zap.Error(terr))
@@ -357,6 +373,7 @@ func (s *Spool) Close() error {
 	}
 	var err error
 	if !s.broken {
+		s.unmapActive(true)
 		if serr := s.fsync(s.wf); serr != nil {
 			err = fmt.Errorf("spool: close: %w", serr)
 		}
