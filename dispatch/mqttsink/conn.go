@@ -150,12 +150,8 @@ func (s *Sink) run(ctx context.Context, client mqtt.Client, first chan<- error) 
 			case ctx.Err() == nil:
 				s.log.Debug("mqtt connect attempt failed", zap.Int("attempt", attempts), zap.Duration("next_in", delay), zap.Error(err))
 			}
-			t := time.NewTimer(delay)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !sleep(ctx, delay) {
 				return
-			case <-t.C:
 			}
 			continue
 		}
@@ -195,14 +191,22 @@ func (s *Sink) run(ctx context.Context, client mqtt.Client, first chan<- error) 
 			delay := dispatch.Backoff(shortLived, minReconnectDelay, maxReconnectDelay)
 			s.log.Warn("MQTT connection lost soon after it was made; reconnecting in the background. If this repeats, another client may be using this client_id: give each its own",
 				zap.String("client_id", s.cfg.ClientID), zap.Duration("connected_for", up), zap.Duration("reconnect_in", delay), zap.Error(err))
-			t := time.NewTimer(delay)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !sleep(ctx, delay) {
 				return
-			case <-t.C:
 			}
 		}
+	}
+}
+
+// sleep waits for d, or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
