@@ -2,6 +2,8 @@ package serialcb
 
 import (
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"go.bug.st/serial"
 )
@@ -10,9 +12,31 @@ import (
 // and on Linux a second descriptor for untimed reads (pollread_linux.go).
 type lockedPort struct {
 	serial.Port
-	lock *portLock
-	poll *pollReader // nil: every read goes through Port
-	once sync.Once
+	lock  *portLock
+	poll  *pollReader // nil: every read goes through Port
+	timed atomic.Bool // a read timeout is set: reads go through Port
+	once  sync.Once
+}
+
+// Read reads through the poller while no read timeout is set (a Read that
+// waits costs no thread of its own, and its read(2) does not wake Go's
+// sysmon), else through Port, which implements the timeout. A Read waiting
+// in the poller returns an error matching os.ErrClosed when the port is
+// closed.
+func (p *lockedPort) Read(b []byte) (int, error) {
+	if p.poll != nil && !p.timed.Load() {
+		return p.poll.Read(b)
+	}
+	return p.Port.Read(b)
+}
+
+// SetReadTimeout sets Port's read timeout and routes Read accordingly.
+func (p *lockedPort) SetReadTimeout(t time.Duration) error {
+	if err := p.Port.SetReadTimeout(t); err != nil {
+		return err
+	}
+	p.timed.Store(t != serial.NoTimeout)
+	return nil
 }
 
 // Close closes the port, then releases its lock. It is idempotent.

@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"go.bug.st/serial"
 )
 
 // The untimed reads of an opened port go through the runtime poller
@@ -67,5 +69,55 @@ func TestOpenPollReaderRefusesRegularFile(t *testing.T) {
 	if pr := openPollReader(path); pr != nil {
 		pr.Close()
 		t.Fatal("openPollReader accepted a regular file")
+	}
+}
+
+// An opened port's Read goes through the poller while no read timeout is
+// set, and through go.bug.st/serial, which keeps the timeout, once one is.
+func TestLockedPortReadRoutes(t *testing.T) {
+	p := newPair(t)
+	port, err := Open(PortConfig{Path: p.Path(), Baud: 9600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer port.Close()
+	if lp, ok := port.(*lockedPort); !ok || lp.poll == nil {
+		t.Fatalf("opened port %T has no poll reader", port)
+	}
+	buf := make([]byte, 64)
+	// Timed: an idle line gives (0, nil) when the timeout passes, which a
+	// read waiting in the poller never would.
+	if err := port.SetReadTimeout(20 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := port.Read(buf); n != 0 || err != nil {
+		t.Fatalf("timed read of an idle line: %d bytes, %v", n, err)
+	}
+	// Untimed again: the read waits in the poller, and Close wakes it
+	// with os.ErrClosed (go.bug.st/serial says PortClosed instead).
+	if err := port.SetReadTimeout(serial.NoTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Write([]byte("ok\n")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := port.Read(buf); err != nil || string(buf[:n]) != "ok\n" {
+		t.Fatalf("untimed read: %q, %v", buf[:n], err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := port.Read(buf)
+		done <- err
+	}()
+	if err := port.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("untimed read at close: %v, want os.ErrClosed (the poller's)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("an untimed read did not return after Close")
 	}
 }

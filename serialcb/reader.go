@@ -338,11 +338,8 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, q chan *WriteRe
 		r.closeWrites(q)
 	}()
 
-	// Untimed reads through the poller where there is one (Linux).
-	untimed := port.Read
-	if lp, ok := port.(*lockedPort); ok && lp.poll != nil {
-		untimed = lp.poll.Read
-	}
+	// Untimed reads go through the poller where there is one (Linux):
+	// lockedPort.Read picks it while no read timeout is set.
 	armed := false // the idle read timeout is set
 	for {
 		if r.idleGap > 0 && r.cutter.Busy() != armed {
@@ -355,11 +352,7 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, q chan *WriteRe
 				return fmt.Errorf("set read timeout: %w", err)
 			}
 		}
-		read := untimed
-		if armed {
-			read = port.Read
-		}
-		n, err := read(r.buf)
+		n, err := port.Read(r.buf)
 		if n > 0 {
 			if watchdog != nil {
 				watchdog.Reset(r.cfg.SilenceTimeout)

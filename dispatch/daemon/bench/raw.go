@@ -137,8 +137,9 @@ func closePairs(pairs []*vport.Pair) {
 	}
 }
 
-// benchRaw is the ceiling: the same writers, and per port a plain reader
-// that opens the port the way the read loop does, reads and counts lines.
+// runRaw is the ceiling: the same writers, and per port a plain reader
+// that opens and reads the port the way the read loop does (serialcb.Open:
+// on Linux the reads wait in Go's runtime poller), and counts lines.
 func runRaw(ctx context.Context, fl Options) (Result, error) {
 	dev, err := openDevices(fl)
 	if err != nil {
@@ -155,7 +156,7 @@ func runRaw(ctx context.Context, fl Options) (Result, error) {
 		}
 	}()
 	for i, path := range paths {
-		if ports[i], err = serial.Open(path, &serial.Mode{BaudRate: 115200}); err != nil {
+		if ports[i], err = serialcb.Open(serialcb.PortConfig{Path: path, Baud: 115200}); err != nil {
 			return Result{}, err
 		}
 	}
