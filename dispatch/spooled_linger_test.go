@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/zap/zaptest"
@@ -77,4 +78,40 @@ func TestSpooledLaneLingerEndsAtMaxBatch(t *testing.T) {
 	if err := fx.stop(t, 10*time.Second); err != nil {
 		t.Fatalf("drain: %v", err)
 	}
+}
+
+// The linger ends on the next multiple of Linger on the clock (dispatch/tick),
+// where the spool's fsync and the other lanes' batches are due too: a
+// frame spooled 300 ms past a whole second goes at the whole second.
+func TestSpooledLaneLingerEndsOnMultiple(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		batches := make(chan int, 10)
+		sink := newScriptSink(func(_ int, b []*serialcb.Frame) error {
+			batches <- len(b)
+			return nil
+		})
+		tg := lingerTarget(t, sink, 50)
+		tg.Options.Linger = time.Second
+		// synctest's clock starts on a whole second.
+		time.Sleep(300 * time.Millisecond)
+		fx := start(t, zaptest.NewLogger(t), dispatch.Config{Targets: []dispatch.Target{tg}})
+		defer func() { // also on a failure: the bubble must end with no goroutine left
+			if err := fx.stop(t, 10*time.Second); err != nil {
+				t.Errorf("drain: %v", err)
+			}
+		}()
+		if ok, errs := results(t, fx.submit("p", 1)); ok != 1 {
+			t.Fatalf("not spooled: %v", errs)
+		}
+		time.Sleep(699 * time.Millisecond)
+		synctest.Wait()
+		if n := len(batches); n != 0 {
+			t.Fatalf("%d batches before the whole second", n)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if n := len(batches); n != 1 {
+			t.Fatalf("%d batches at the whole second, want 1", n)
+		}
+	})
 }

@@ -1,9 +1,14 @@
 package sqlsink
 
 import (
+	"database/sql"
 	"os"
+	"path/filepath"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // startTuned opens a sink whose checkpointer runs every `every` and whose
@@ -108,4 +113,37 @@ func TestCheckpointerStopsAtClose(t *testing.T) {
 	if n := count(t, openDB(t, cfg), "frames"); n != 100 {
 		t.Fatalf("%d rows, want 100", n)
 	}
+}
+
+// The checkpoint comes at the next multiple of its period on the clock
+// (dispatch/tick), where the spool's fsync and the lanes' batches are due
+// too: a first commit 1.3 s past a whole 5 s is checkpointed at 5 s.
+func TestCheckpointerEndsOnMultiple(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ckpt.db")
+	synctest.Test(t, func(t *testing.T) {
+		db, err := sql.Open("sqlite", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := startCheckpointer(db, zap.NewNop(), 5*time.Second, checkpointRows)
+		defer func() {
+			if err := c.stop(); err != nil {
+				t.Error(err)
+			}
+		}()
+		// synctest's clock starts on a whole 5 s.
+		time.Sleep(1300 * time.Millisecond)
+		c.committed(1)
+		synctest.Wait()
+		time.Sleep(3699 * time.Millisecond)
+		synctest.Wait()
+		if !c.pending.Load() {
+			t.Fatal("checkpoint before the multiple of 5 s")
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if c.pending.Load() {
+			t.Fatal("no checkpoint at the multiple of 5 s")
+		}
+	})
 }
