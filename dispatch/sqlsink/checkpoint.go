@@ -43,8 +43,9 @@ const (
 	// checkpointer's PASSIVE checkpoints never block a commit, but the log
 	// starts over only when it is wholly copied at the moment a write
 	// begins, which commits back to back may never allow; past this many
-	// pages (64 MiB at SQLite's 4 KiB pages) the committing writer
-	// checkpoints the few pages left itself, and the log starts over.
+	// pages (32 MiB at the 2 KiB pages of a database the sink made, 64 MiB
+	// at 4 KiB) the committing writer checkpoints the few pages left
+	// itself, and the log starts over.
 	walLimitPages = 16384
 )
 

@@ -612,3 +612,60 @@ func TestStartAddsFieldsColumn(t *testing.T) {
 		t.Errorf("%d rows, want 2", n)
 	}
 }
+
+// A database the sink creates gets pageSize pages (fewer bytes logged per
+// commit); one made before keeps its own, and both run in WAL mode.
+func TestPageSize(t *testing.T) {
+	pragmas := func(t *testing.T, cfg Config) (int, string) {
+		t.Helper()
+		db := openDB(t, cfg)
+		var size int
+		var mode string
+		if err := db.QueryRow(`PRAGMA page_size`).Scan(&size); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil {
+			t.Fatal(err)
+		}
+		return size, mode
+	}
+	t.Run("new", func(t *testing.T) {
+		s, cfg := start(t, nil)
+		if err := s.Write(t.Context(), frames(3)); err != nil {
+			t.Fatal(err)
+		}
+		if size, mode := pragmas(t, cfg); size != pageSize || mode != "wal" {
+			t.Errorf("new database: page_size %d, journal_mode %s; want %d, wal", size, mode, pageSize)
+		}
+	})
+	t.Run("existing", func(t *testing.T) {
+		cfg, err := ParseSpec("sqlite:" + filepath.Join(t.TempDir(), "old.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		old, err := sql.Open("sqlite", "file:"+cfg.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := old.Exec(`PRAGMA page_size = 4096; CREATE TABLE other (x)`); err != nil {
+			t.Fatal(err)
+		}
+		if err := old.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s, err := New(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		startUntilEnd(t, s)
+		if err := s.Write(t.Context(), frames(3)); err != nil {
+			t.Fatal(err)
+		}
+		if size, mode := pragmas(t, cfg); size != 4096 || mode != "wal" {
+			t.Errorf("existing database: page_size %d, journal_mode %s; want 4096 (its own), wal", size, mode)
+		}
+		if n := count(t, openDB(t, cfg), "frames"); n != 3 {
+			t.Errorf("%d rows, want 3", n)
+		}
+	})
+}
