@@ -25,9 +25,18 @@ import (
 // sets TIOCEXCL and would refuse it to non-root users); both descriptors read
 // the same input queue. Timed reads, writes and line settings stay with
 // go.bug.st/serial.
+//
+// Read is not safe for concurrent use (one read loop owns it); Close is.
 type pollReader struct {
 	f  *os.File
 	rc syscall.RawConn
+	// The read(2) the poller runs, with its arguments and result in the
+	// struct: rc.Read takes a func, and a closure made per call escapes,
+	// two allocations per read (per frame at the rates devices send).
+	read  func(fd uintptr) bool
+	buf   []byte
+	n     int
+	errno syscall.Errno
 }
 
 // openPollReader opens path for polled reads, or returns nil: the reads then
@@ -49,7 +58,9 @@ func openPollReader(path string) *pollReader {
 		f.Close()
 		return nil
 	}
-	return &pollReader{f: f, rc: rc}
+	p := &pollReader{f: f, rc: rc}
+	p.read = p.readFD
+	return p
 }
 
 // Read waits until the tty has input and reads it. It returns (0, nil) at
@@ -59,25 +70,14 @@ func (p *pollReader) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
 	// Every Read tries the read(2) first, although the last one may have
 	// emptied the queue: RawConn.Read forgets an edge that came between
 	// two calls (prepareRead resets the poller's ready flag), so waiting
 	// first could sleep on input that is already there.
-	err := p.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait in the poller
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
+	p.buf, p.n, p.errno = b, 0, 0
+	err := p.rc.Read(p.read)
+	n, errno := p.n, p.errno
+	p.buf = nil // do not keep the caller's buffer
 	if err != nil {
 		// The poller's only error without a deadline: the file was closed
 		// (internal/poll's ErrFileClosing, which os.File.Read would wrap).
@@ -87,6 +87,22 @@ func (p *pollReader) Read(b []byte) (int, error) {
 		return 0, &os.PathError{Op: "read", Path: p.f.Name(), Err: errno}
 	}
 	return n, nil
+}
+
+// readFD reads into p.buf; it tells the poller to wait when there is
+// nothing to read.
+func (p *pollReader) readFD(fd uintptr) bool {
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p.buf[0])), uintptr(len(p.buf)))
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false // wait in the poller
+		}
+		p.n, p.errno = int(r), e
+		return true
+	}
 }
 
 // Close closes the descriptor and wakes a Read waiting on it. A nil

@@ -121,3 +121,32 @@ func TestLockedPortReadRoutes(t *testing.T) {
 		t.Fatal("an untimed read did not return after Close")
 	}
 }
+
+// A polled read allocates nothing: at the rates devices send there is one
+// read per frame, and the closure RawConn.Read takes used to cost two
+// allocations each time.
+func TestPollReaderReadAllocs(t *testing.T) {
+	p := newPair(t)
+	r := openPollReader(p.Path())
+	if r == nil {
+		t.Fatal("no poll reader for a pty")
+	}
+	defer r.Close()
+	line := []byte("x\n")
+	buf := make([]byte, 64)
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := p.Write(line); err != nil {
+			t.Fatal(err)
+		}
+		for got := 0; got < len(line); {
+			n, err := r.Read(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per write and read, want 0", allocs)
+	}
+}
