@@ -57,6 +57,15 @@ type spoolLane struct {
 	deadBusy    int         // dead-letter writes in flight or waiting to retry
 	spoolLog    limiter
 
+	// The Append in flight's items and frames, reused by the next one: at
+	// the rates devices send every frame is an Append of its own, and new
+	// slices and closures for it were four allocations per frame.
+	// appended empties them before anything can start the next Append.
+	appendItems  []*item
+	appendFrames []*serialcb.Frame
+	appendFn     func(context.Context) (struct{}, error)
+	appendDone   func(*asyncloop.Future[struct{}])
+
 	spoolDown      atomic.Bool  // the last Append failed for a reason other than a full spool
 	inflightAppend atomic.Bool  // appending, for any goroutine
 	appendProgress atomic.Int64 // UnixNano of the last Append started or finished
@@ -205,8 +214,7 @@ func (l *lane) startAppend() {
 			break
 		}
 	}
-	items := make([]*item, take)
-	copy(items, l.pending[l.head:l.head+take])
+	items := append(l.appendItems[:0], l.pending[l.head:l.head+take]...)
 	clear(l.pending[l.head : l.head+take])
 	l.head += take
 	if l.head == len(l.pending) {
@@ -215,21 +223,31 @@ func (l *lane) startAppend() {
 		l.pending = l.pending[:copy(l.pending, l.pending[l.head:])]
 		l.head = 0
 	}
-	frames := make([]*serialcb.Frame, take)
-	for i, it := range items {
-		frames[i] = &it.frame
+	frames := l.appendFrames[:0]
+	for _, it := range items {
+		frames = append(frames, &it.frame)
+	}
+	l.appendItems, l.appendFrames = items, frames
+	if l.appendFn == nil {
+		// The worker reads appendFrames, which the loop does not touch
+		// until the Append is done.
+		l.appendFn = func(context.Context) (struct{}, error) { return struct{}{}, l.sp.Append(l.appendFrames) }
+		l.appendDone = func(f *asyncloop.Future[struct{}]) { l.appended(f.Err()) }
 	}
 	l.appending = true
 	l.inflightAppend.Store(true)
 	l.appendProgress.Store(time.Now().UnixNano())
-	fut := asyncloop.Submit(l.d.loop, func(context.Context) (struct{}, error) {
-		return struct{}{}, l.sp.Append(frames)
-	})
-	fut.AddDoneCallback(func(f *asyncloop.Future[struct{}]) { l.appended(items, f.Err()) })
+	asyncloop.Submit(l.d.loop, l.appendFn).AddDoneCallback(l.appendDone)
 }
 
-// appended acts on an Append's outcome; on the loop.
-func (l *lane) appended(items []*item, err error) {
+// appended acts on the outcome of the Append of l.appendItems; on the loop.
+func (l *lane) appended(err error) {
+	// items is the buffer the next Append refills: each branch below is
+	// done with it (and clears it, not to pin the frames) before it pumps.
+	items := l.appendItems
+	l.appendItems = items[:0]
+	clear(l.appendFrames) // the worker is done with them
+	l.appendFrames = l.appendFrames[:0]
 	l.appending = false
 	l.inflightAppend.Store(false)
 	l.appendProgress.Store(time.Now().UnixNano())
@@ -242,12 +260,14 @@ func (l *lane) appended(items []*item, err error) {
 		for _, it := range items {
 			l.d.sinkDone(it, nil)
 		}
+		clear(items)
 		l.pump()
 		return
 	}
 	if l.d.aborted || errors.Is(err, spool.ErrClosed) || errors.Is(err, asyncloop.ErrClosed) {
 		l.queued.Add(-int64(len(items)))
 		l.fail(items, 0, errors.Join(ErrStopped, err))
+		clear(items)
 		return
 	}
 	if errors.Is(err, spool.ErrTooLarge) {
@@ -255,6 +275,7 @@ func (l *lane) appended(items []*item, err error) {
 		// makes a group of more than one fit): it cannot be stored.
 		l.queued.Add(-int64(len(items)))
 		l.fail(items, 0, err)
+		clear(items)
 		return
 	}
 	// Put the frames back in front and retry: with the Block policy the
@@ -262,8 +283,10 @@ func (l *lane) appended(items []*item, err error) {
 	// (a broken disk) marks the spool down, so admission stops waiting and
 	// frames past the queue fail, counted and logged.
 	l.spoolDown.Store(!errors.Is(err, spool.ErrFull))
-	l.pending = append(items, l.pending[l.head:]...)
+	rest := l.pending[l.head:]
+	l.pending = append(append(make([]*item, 0, len(items)+len(rest)), items...), rest...)
 	l.head = 0
+	clear(items)
 	l.logSpool("spool append failed; frames kept in memory, will retry", err)
 	l.appendRetry = l.d.loop.CallLater(spoolRetry, func() {
 		l.appendRetry = nil
