@@ -47,6 +47,13 @@ func mapSegment(f *os.File, size int64) []byte {
 			_ = syscall.Ftruncate(int(fd), segHeaderSize)
 			return
 		}
+		// No readahead on a fault: it would zero-fill up to 32 pages past
+		// the one stored to, which a line at 10 frames/s reaches minutes
+		// later, if the kernel has not reclaimed them by then (seen: at
+		// 10 frames/s the mapped stores' share of the CPU fell from 3.9 %
+		// to 2.3 %, readahead's from 2.3 % to 0.4 %; max rate unchanged
+		// within the noise).
+		_ = syscall.Madvise(b, syscall.MADV_RANDOM)
 		m = b
 	})
 	return m
