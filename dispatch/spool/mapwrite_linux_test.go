@@ -21,6 +21,21 @@ func fileSize(t *testing.T, p string) int64 {
 	return fi.Size()
 }
 
+// openMapped opens a spool in dir whose active segment is mapped, closed at
+// the end of the test, or skips the test where segments are not mapped.
+func openMapped(t *testing.T, dir string) *Spool {
+	t.Helper()
+	s, err := Open(Options{Dir: dir, Sync: SyncInterval, SegmentSize: 1 << 20}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if s.wmap == nil {
+		t.Skip("segment not mapped here")
+	}
+	return s
+}
+
 // TestMappedSegment: the active segment is preallocated and mapped, the
 // frames stored into it read back, and sealing it (Close, a roll) leaves
 // the file at the size of its records, so a reopen finds no damage.
@@ -80,14 +95,7 @@ func TestMappedSegment(t *testing.T) {
 // frame without reporting damage, and the zeros are cut.
 func TestMappedSegmentCrashTail(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir, Sync: SyncInterval, SegmentSize: 1 << 20}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if s.wmap == nil {
-		t.Skip("segment not mapped here")
-	}
+	s := openMapped(t, dir)
 	if err := s.Append(mkFrames("p", 0, 50, 64)); err != nil {
 		t.Fatal(err)
 	}
@@ -131,14 +139,7 @@ func TestMappedSegmentCrashTail(t *testing.T) {
 // of killing the process, and the next Append goes through.
 func TestMappedSegmentTruncatedUnderIt(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir, Sync: SyncInterval, SegmentSize: 1 << 20}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if s.wmap == nil {
-		t.Skip("segment not mapped here")
-	}
+	s := openMapped(t, dir)
 	if err := s.Append(mkFrames("p", 0, 1, 64)); err != nil {
 		t.Fatal(err)
 	}
