@@ -33,14 +33,18 @@ type Dispatcher struct {
 	routes *router
 	onDone func(*asyncloop.Future[Receipt])
 	// acceptAny is accept for CallSoonWith, built once in New: the per-frame
-	// hand-off then costs no closure.
-	acceptAny func(any)
+	// hand-off then costs no closure. spoolFilledAny is the same for
+	// (*lane).spoolFilled.
+	acceptAny, spoolFilledAny func(any)
 
 	submitted, delivered, failed atomic.Uint64
 	throttled                    atomic.Uint64
 	handoffLog, throttleLog      limiter
 	room                         roomSignal
 	closing                      atomic.Bool // Drain began: admission no longer waits
+
+	// direct: some lane is spooled, so Submit tries spoolDirect. Set in New.
+	direct bool
 
 	// Loop-owned.
 	outstanding int
@@ -93,6 +97,7 @@ func New(loop *asyncloop.Loop, cfg Config, log *zap.Logger) (*Dispatcher, error)
 		}
 		l := &lane{d: d, name: t.Name, sink: t.Sink, opt: t.Options.withDefaults(), waiting: map[*batch]func() bool{}}
 		l.spooled = l.opt.OpenSpool != nil
+		d.direct = d.direct || l.spooled
 		d.lanes = append(d.lanes, l)
 		d.byName[t.Name] = l
 	}
@@ -103,6 +108,7 @@ func New(loop *asyncloop.Loop, cfg Config, log *zap.Logger) (*Dispatcher, error)
 	d.routes = rt
 	d.onDone = d.frameDone
 	d.acceptAny = func(v any) { d.accept(v.(*item)) }
+	d.spoolFilledAny = func(v any) { v.(*lane).spoolFilled() }
 	return d, nil
 }
 
@@ -175,15 +181,27 @@ func (d *Dispatcher) StartSpools() error {
 // loop's queue stayed full, or the loop is stopped). It never waits on I/O;
 // with the loop's Block policy it may wait for room in the queue.
 // Every failure is logged and counted here; callers may ignore the future.
+//
+// A frame bound for a spooled sink whose spool does not fsync each append
+// (sync interval or none) is appended to that spool here, on the caller's
+// goroutine, whenever no frame admitted before it still waits for the
+// loop to spool it; see spoolDirect. If every sink it goes to took it so,
+// the future is already resolved when Submit returns.
 func (d *Dispatcher) Submit(f serialcb.Frame) *asyncloop.Future[Receipt] {
 	d.submitted.Add(1)
 	lanes := d.route(&f)
 	if lanes == nil {
 		return d.drop(&f)
 	}
-	d.admit(lanes)
 	it := &item{frame: f, lanes: lanes}
 	it.fut.Init(d.loop)
+	lanes, it.delivered = d.spoolDirect(&it.frame, lanes)
+	if len(lanes) == 0 {
+		d.resolve(it, nil)
+		return &it.fut
+	}
+	it.lanes = lanes
+	d.admit(lanes)
 	// CallSoonWith, not CallSoon with a closure: no allocation per frame,
 	// and the same queue, so Drain's CallSoon still runs after this frame.
 	if err := d.loop.CallSoonWith(d.acceptAny, it); err != nil {
@@ -203,6 +221,47 @@ func (d *Dispatcher) Submit(f serialcb.Frame) *asyncloop.Future[Receipt] {
 	}
 	it.fut.AddDoneCallback(d.onDone)
 	return &it.fut
+}
+
+// spoolDirect appends f to the spool of each lane in lanes that takes
+// direct appends now (see appendDirect) and returns the lanes left for the
+// loop (lanes itself if none took f, nil if all did) and how many took it.
+//
+// Why on the caller's goroutine: at the rates devices send, every frame
+// was an Append of its own, and handing it to the loop, from the loop to a
+// worker for the Append and back to the loop cost three goroutine wake-ups
+// per frame, most of the daemon's CPU beyond the read itself. The append
+// is a copy into the spool's mapped segment (a write where the platform
+// has no mapping); the caller is a read loop, which may wait on its own
+// device and disk, never on the network. The loop still does everything
+// that can wait: reading the spool, writing to the sink, retries, acks.
+// Frames whose direct append fails go the loop's way, which retries,
+// applies the spool's overflow policy and logs.
+func (d *Dispatcher) spoolDirect(f *serialcb.Frame, lanes []*lane) (rest []*lane, n int) {
+	if !d.direct || d.closing.Load() {
+		return lanes, 0
+	}
+	frames := [1]*serialcb.Frame{f}
+	var took uint64 // bit i: lanes[i] took f
+	for i, l := range lanes {
+		if i < 64 && l.appendDirect(frames[:]) {
+			took |= 1 << i
+			n++
+		}
+	}
+	switch n {
+	case 0:
+		return lanes, 0
+	case len(lanes):
+		return nil, n
+	}
+	rest = make([]*lane, 0, len(lanes)-n)
+	for i, l := range lanes {
+		if i >= 64 || took&(1<<i) == 0 {
+			rest = append(rest, l)
+		}
+	}
+	return rest, n
 }
 
 // resolve settles a frame's future and counts it before anyone can see it done.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -66,6 +67,15 @@ type spoolLane struct {
 	appendFn     func(context.Context) (struct{}, error)
 	appendDone   func(*asyncloop.Future[struct{}])
 
+	// direct is sp when Submit may append to it on the caller's goroutine
+	// (its appends do not wait for an fsync; see Dispatcher.spoolDirect).
+	direct atomic.Pointer[spool.Spool]
+	// wakeAt is the spool's Appended count at which the loop, waiting
+	// for frames (an empty spool, or a Read held back by Linger), wants to
+	// hear of them: the direct append that reaches it swaps in noWake and
+	// calls spoolFilled. See awaitAppends.
+	wakeAt atomic.Uint64
+
 	spoolDown      atomic.Bool  // the last Append failed for a reason other than a full spool
 	inflightAppend atomic.Bool  // appending, for any goroutine
 	appendProgress atomic.Int64 // UnixNano of the last Append started or finished
@@ -98,6 +108,61 @@ func (l *lane) attachSpool(sp *spool.Spool, dl DeadLetterStore) {
 	}
 	l.sp, l.dl = sp, dl
 	l.spoolRef.Store(sp)
+	l.wakeAt.Store(noWake)
+	if !sp.SyncsEachAppend() {
+		l.direct.Store(sp)
+	}
+	l.pump()
+}
+
+// appendDirect appends frames to the lane's spool on the caller's
+// goroutine, if the lane takes direct appends now, and reports whether it
+// did. It does when the spool does not fsync each append, appends work,
+// and no frame admitted earlier waits for the loop to spool it (queued is
+// 0): so a port's frames reach the spool in the order they were read,
+// even after some had to go the loop's way. Any goroutine.
+func (l *lane) appendDirect(frames []*serialcb.Frame) bool {
+	sp := l.direct.Load()
+	if sp == nil || l.queued.Load() != 0 || l.spoolDown.Load() {
+		return false
+	}
+	if sp.Append(frames) != nil {
+		return false // the loop's way retries it, counts and logs
+	}
+	l.nSpooled.Add(uint64(len(frames)))
+	if w := l.wakeAt.Load(); w != noWake && sp.Appended() >= w && l.wakeAt.CompareAndSwap(w, noWake) {
+		// Once per wait of the loop's. CallLater is not refused for a
+		// full queue; after Shutdown the frames wait in the spool for the
+		// next start.
+		if l.d.loop.CallSoonWith(l.d.spoolFilledAny, l) != nil {
+			l.d.loop.CallLater(0, l.spoolFilled)
+		}
+	}
+	return true
+}
+
+// noWake is wakeAt when the loop waits for no append.
+const noWake = math.MaxUint64
+
+// awaitAppends asks appendDirect to call spoolFilled once the spool's
+// Appended count reaches mark+n, where mark is a count read before the
+// caller looked at the spool; it reports false, asking for nothing, when
+// the count is there already. Setting the mark before looking again
+// closes the race with an append in between: either the append sees the
+// mark, or this sees the append. On the loop.
+func (l *lane) awaitAppends(mark, n uint64) bool {
+	w := mark + n
+	l.wakeAt.Store(w)
+	if l.sp.Appended() >= w && l.wakeAt.CompareAndSwap(w, noWake) {
+		return false
+	}
+	return true // if the swap failed, an append took the mark and calls spoolFilled
+}
+
+// spoolFilled is the news, from a direct append, that a spool the loop
+// found empty holds frames again; on the loop.
+func (l *lane) spoolFilled() {
+	l.spoolEmpty = false
 	l.pump()
 }
 
@@ -151,8 +216,10 @@ func (l *lane) holdRead() bool {
 	if l.opt.Linger <= 0 || l.lingerDue || l.d.draining {
 		return false
 	}
-	if l.sp.Stats().Unread >= uint64(l.opt.MaxBatch) {
-		return false
+	mark := l.sp.Appended()
+	unread := l.sp.Stats().Unread
+	if unread >= uint64(l.opt.MaxBatch) || !l.awaitAppends(mark, uint64(l.opt.MaxBatch)-unread) {
+		return false // a full batch waits, or came meanwhile
 	}
 	if l.lingerStop == nil {
 		l.lingerStop = l.d.loop.CallLater(tick.Until(time.Now(), l.opt.Linger), l.lingerFired)
@@ -164,6 +231,7 @@ func (l *lane) holdRead() bool {
 // no file I/O), one read at a time, so chunks come in spool order.
 func (l *lane) startRead() {
 	l.reading = true
+	l.wakeAt.Store(noWake) // this Read's outcome pumps again
 	l.lingerDue = false
 	if l.lingerStop != nil {
 		l.lingerStop()
@@ -191,7 +259,12 @@ func (l *lane) startRead() {
 			})
 			return
 		case len(r.frames) == 0:
-			l.spoolEmpty = true
+			// Empty unless direct appends came since that Read: with none
+			// unread now, the count read before is the spool's end.
+			mark := l.sp.Appended()
+			if l.sp.Stats().Unread == 0 {
+				l.spoolEmpty = l.awaitAppends(mark, 1)
+			}
 		default:
 			ch := &chunk{cur: r.cur, left: len(r.frames)}
 			l.chunks = append(l.chunks, ch)
@@ -257,6 +330,7 @@ func (l *lane) appended(err error) {
 		l.d.room.broadcast()
 		l.nSpooled.Add(uint64(len(items)))
 		l.spoolEmpty = false
+		l.wakeAt.Store(noWake) // pump looks again
 		for _, it := range items {
 			l.d.sinkDone(it, nil)
 		}

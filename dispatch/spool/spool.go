@@ -108,6 +108,7 @@ type Spool struct {
 	ackf  *os.File   // the ack file, overwritten in place (not SyncBatch); under ackMu
 
 	nSyncs, nRenames atomic.Uint64
+	appended         atomic.Uint64 // frames appended since Open
 
 	mu sync.Mutex
 	wf *os.File // active segment; set under appendMu and mu
@@ -323,6 +324,7 @@ func (s *Spool) write(buf []byte, count uint64) error {
 		return err
 	}
 	s.wsize += int64(len(buf))
+	s.appended.Add(count)
 	s.mu.Lock()
 	sg := s.segs[len(s.segs)-1]
 	sg.size += int64(len(buf))
@@ -411,6 +413,14 @@ func (s *Spool) MaxAppendBytes() int64 {
 	}
 	return s.opts.SegmentSize
 }
+
+// Appended counts the frames appended since Open: one atomic load, for a
+// consumer that wants to know whether frames came since it last looked.
+func (s *Spool) Appended() uint64 { return s.appended.Load() }
+
+// SyncsEachAppend reports whether Append waits for an fsync (SyncBatch):
+// such appends are best grouped, not made one per frame.
+func (s *Spool) SyncsEachAppend() bool { return s.opts.Sync == SyncBatch }
 
 // RecordSize is the bytes f takes in a segment.
 func RecordSize(f *serialcb.Frame) int64 { return int64(recordSize(f)) }
