@@ -108,7 +108,8 @@ func (p *portRun) setPio(pio *portio.Port) {
 
 // retarget switches the port's frames to disp with check c. It waits for a
 // frame being submitted to the previous dispatcher (which never waits on
-// I/O, only for room in a queue that its loop empties).
+// the network: only for room in a queue that its loop empties, or for a
+// store into its spool).
 func (p *portRun) retarget(disp *dispatch.Dispatcher, c *portCheck) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
