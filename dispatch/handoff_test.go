@@ -143,6 +143,7 @@ func TestSpooledAppendAllocs(t *testing.T) {
 			f := serialcb.Frame{ID: gen.New(now), Port: "p", ReceivedAt: now, Payload: []byte("payload")}
 			op := func() {
 				f.Seq++
+				f.ReceivedAt = f.ReceivedAt.Add(time.Millisecond)                      // one read each
 				if _, err := fx.d.Submit(f).Result(context.Background()); err != nil { // spooled
 					t.Fatal(err)
 				}

@@ -39,7 +39,9 @@ func TestSpooledSubmitAppendsDirectly(t *testing.T) {
 				return err == nil && sp.Stats().Frames > 0
 			})
 			before := sp.Stats().Frames
-			fut := fx.d.Submit(fx.frame("p"))
+			f := fx.frame("p")
+			f.ReceivedAt = f.ReceivedAt.Add(time.Hour) // not the same read as the frames above
+			fut := fx.d.Submit(f)
 			select {
 			case <-fut.Done():
 				if mode == spool.SyncBatch {
@@ -57,6 +59,50 @@ func TestSpooledSubmitAppendsDirectly(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Frames cut from one read (the same ReceivedAt) after the first go the
+// loop's way, which spools them in one group commit: several frames per
+// read mean they come faster than one per wake-up.
+func TestSpooledFramesOfOneReadGoTheLoopsWay(t *testing.T) {
+	sp := openSpoolOpts(t, spool.Options{Dir: t.TempDir(), Sync: spool.SyncNone})
+	tg := spooledTarget("s", newScriptSink(nil), sp, nil)
+	tg.Options.Linger = time.Hour
+	fx := start(t, zaptest.NewLogger(t), dispatch.Config{Targets: []dispatch.Target{tg}})
+	defer func() {
+		if err := fx.stop(t, 10*time.Second); err != nil {
+			t.Errorf("drain: %v", err)
+		}
+	}()
+	waitFor(t, "the spool attached", func() bool {
+		_, err := fx.d.Submit(fx.frame("p")).Result(context.Background())
+		return err == nil && sp.Stats().Frames > 0
+	})
+	// Hold the loop, so that a frame that went its way cannot be spooled
+	// before the check below.
+	release := make(chan struct{})
+	if err := fx.loop.CallSoon(func() { <-release }); err != nil {
+		t.Fatal(err)
+	}
+	first, second := fx.frame("p"), fx.frame("p")
+	second.ReceivedAt = first.ReceivedAt
+	f1, f2 := fx.d.Submit(first), fx.d.Submit(second)
+	select {
+	case <-f1.Done():
+	default:
+		t.Error("the first frame of a read was not spooled by Submit")
+	}
+	select {
+	case <-f2.Done():
+		t.Error("the second frame of the same read was spooled by Submit, not by the loop")
+	default:
+	}
+	close(release)
+	for _, f := range []*asyncloop.Future[dispatch.Receipt]{f1, f2} {
+		if _, err := f.Result(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
