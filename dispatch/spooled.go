@@ -75,8 +75,8 @@ type spoolLane struct {
 	// hear of them: the direct append that reaches it swaps in noWake and
 	// calls spoolFilled. See awaitAppends.
 	wakeAt atomic.Uint64
-	// lastDirect is the ReceivedAt (UnixNano) of the last frame offered to
-	// appendDirect: the time of the read it was cut from.
+	// lastDirect is the ReceivedAt (UnixNano) of the last frame appendDirect
+	// tried to append: the time of the read it was cut from.
 	lastDirect atomic.Int64
 
 	spoolDown      atomic.Bool  // the last Append failed for a reason other than a full spool
@@ -125,7 +125,7 @@ func (l *lane) attachSpool(sp *spool.Spool, dl DeadLetterStore) {
 // 0): so a port's frames reach the spool in the order they were read,
 // even after some had to go the loop's way. Any goroutine.
 //
-// A frame cut from the same read as the last one appended directly (the
+// A frame cut from the same read as the last one it tried (the
 // same ReceivedAt) goes the loop's way too: several frames per read mean
 // they come faster than one per wake-up, and the loop then spools them in
 // group commits, one append for many, while the read loop goes on reading
