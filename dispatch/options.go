@@ -28,8 +28,9 @@ type Options struct {
 	MaxPending int
 	Retry      RetryPolicy
 	// OpenSpool, when set, makes the lane store-and-forward: every frame
-	// is appended to the spool (group commits, one Append in flight)
-	// before it counts as taken, and the sink is fed from the spool, which
+	// is appended to the spool (by Submit itself for a frame that comes
+	// alone, unless the spool fsyncs each append; else in group commits,
+	// one Append in flight) before it counts as taken, and the sink is fed from the spool, which
 	// is acknowledged as deliveries complete. A frame's future then
 	// resolves once the frame is on disk; its delivery is the lane's
 	// business (retries, dead letters, metrics). Frames gather on disk

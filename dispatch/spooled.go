@@ -22,7 +22,10 @@ import (
 //	accepted frames ─Append─▶ spool ─Read─▶ Write to the sink ─▶ Ack
 //
 // Appends are group commits of every frame accepted while the previous
-// one ran. Reads hand out chunks in spool order; a chunk's cursor is
+// one ran. A frame that comes alone (the first of its read, with the queue
+// empty) skips the first pipeline when the spool does not fsync each
+// append: Submit appends it itself (appendDirect), and the loop hears of
+// it only when it waits for frames (awaitAppends). Reads hand out chunks in spool order; a chunk's cursor is
 // acknowledged once it and every chunk before it are settled (delivered or
 // dead-lettered), so a crash redelivers at most the unsettled chunks, and
 // ids make that harmless. Failed batches are retried from memory; the
