@@ -18,26 +18,34 @@ import (
 	"github.com/serialcbd/serialcbd/serialcb"
 )
 
+// startAttached starts a dispatcher with one spooled lane whose Linger never
+// ends during a test (nothing is read from the spool), and returns once
+// the spool reached the lane, which it does through the loop after Start.
+func startAttached(t *testing.T, mode spool.SyncMode) (*fixture, *spool.Spool) {
+	t.Helper()
+	sp := openSpoolOpts(t, spool.Options{Dir: t.TempDir(), Sync: mode})
+	tg := spooledTarget("s", newScriptSink(nil), sp, nil)
+	tg.Options.Linger = time.Hour
+	fx := start(t, zaptest.NewLogger(t), dispatch.Config{Targets: []dispatch.Target{tg}})
+	t.Cleanup(func() {
+		if err := fx.stop(t, 10*time.Second); err != nil {
+			t.Errorf("drain: %v", err)
+		}
+	})
+	waitFor(t, "the spool attached", func() bool {
+		_, err := fx.d.Submit(fx.frame("p")).Result(context.Background())
+		return err == nil && sp.Stats().Frames > 0
+	})
+	return fx, sp
+}
+
 // A spool that does not fsync each append takes the frame on Submit's
 // goroutine: the future is resolved and the frame is in the spool when
 // Submit returns. One that does (SyncBatch) keeps the loop's group commit.
 func TestSpooledSubmitAppendsDirectly(t *testing.T) {
 	for _, mode := range []spool.SyncMode{spool.SyncInterval, spool.SyncNone, spool.SyncBatch} {
 		t.Run(mode.String(), func(t *testing.T) {
-			sp := openSpoolOpts(t, spool.Options{Dir: t.TempDir(), Sync: mode})
-			tg := spooledTarget("s", newScriptSink(nil), sp, nil)
-			tg.Options.Linger = time.Hour // nothing is read from the spool meanwhile
-			fx := start(t, zaptest.NewLogger(t), dispatch.Config{Targets: []dispatch.Target{tg}})
-			defer func() {
-				if err := fx.stop(t, 10*time.Second); err != nil {
-					t.Errorf("drain: %v", err)
-				}
-			}()
-			// The spool reaches the lane through the loop after Start.
-			waitFor(t, "the spool attached", func() bool {
-				_, err := fx.d.Submit(fx.frame("p")).Result(context.Background())
-				return err == nil && sp.Stats().Frames > 0
-			})
+			fx, sp := startAttached(t, mode)
 			before := sp.Stats().Frames
 			f := fx.frame("p")
 			f.ReceivedAt = f.ReceivedAt.Add(time.Hour) // not the same read as the frames above
@@ -66,19 +74,7 @@ func TestSpooledSubmitAppendsDirectly(t *testing.T) {
 // loop's way, which spools them in one group commit: several frames per
 // read mean they come faster than one per wake-up.
 func TestSpooledFramesOfOneReadGoTheLoopsWay(t *testing.T) {
-	sp := openSpoolOpts(t, spool.Options{Dir: t.TempDir(), Sync: spool.SyncNone})
-	tg := spooledTarget("s", newScriptSink(nil), sp, nil)
-	tg.Options.Linger = time.Hour
-	fx := start(t, zaptest.NewLogger(t), dispatch.Config{Targets: []dispatch.Target{tg}})
-	defer func() {
-		if err := fx.stop(t, 10*time.Second); err != nil {
-			t.Errorf("drain: %v", err)
-		}
-	}()
-	waitFor(t, "the spool attached", func() bool {
-		_, err := fx.d.Submit(fx.frame("p")).Result(context.Background())
-		return err == nil && sp.Stats().Frames > 0
-	})
+	fx, _ := startAttached(t, spool.SyncNone)
 	// Hold the loop, so that a frame that went its way cannot be spooled
 	// before the check below.
 	release := make(chan struct{})
