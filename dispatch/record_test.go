@@ -111,11 +111,13 @@ func TestAppendJSONFields(t *testing.T) {
 
 // FuzzAppendJSON checks that any payload round-trips and that fields, when
 // they are one JSON object (what decoders produce), come back unchanged in
-// a record that is still valid JSON.
+// a record that is still valid JSON. Whitespace after the object is not
+// part of it: a JSON decoder drops it (testdata: "{} ").
 func FuzzAppendJSON(f *testing.F) {
 	f.Add([]byte("hello"), []byte(nil))
 	f.Add([]byte{0, 0xff, '"', '\\', 0xe2, 0x80, 0xa8}, []byte(`{"hex":"00ff"}`))
 	f.Fuzz(func(t *testing.T, payload, fields []byte) {
+		fields = bytes.TrimRight(fields, " \t\r\n")
 		if !json.Valid(fields) || len(fields) == 0 || fields[0] != '{' {
 			fields = nil
 		}
