@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -56,36 +57,84 @@ func Inspect(dir string) (Summary, error) {
 	}
 	slices.Sort(ids)
 	for i, id := range ids {
-		data, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("%020d%s", id, segExt)))
-		if errors.Is(err, os.ErrNotExist) {
+		// Records ending at or before from are acknowledged. Without an ack
+		// file (none written yet, or damaged) every record is waiting.
+		from, acked := int64(0), false
+		switch {
+		case !ackOK:
+		case id < ackSeg:
+			acked = true
+		case id == ackSeg:
+			from = ackOff
+		}
+		path := filepath.Join(dir, fmt.Sprintf("%020d%s", id, segExt))
+		newest := i == len(ids)-1
+		seg, found, err := inspectFile(path, from, acked, newest)
+		if newest {
+			// The newest segment may be mapped and written by memory stores,
+			// which a concurrent read(2) can see in any order: an Append in
+			// progress can look like a damaged record followed by good ones.
+			// Real damage is still there when the file has stopped changing.
+			for try := 0; err == nil && found && seg.Damaged > 0 && try < 4; try++ {
+				again, afound, aerr := inspectFile(path, from, acked, newest)
+				if aerr != nil || !afound || bytes.Equal(again.data, seg.data) {
+					break
+				}
+				seg = again
+			}
+		}
+		if errors.Is(err, os.ErrNotExist) || err == nil && !found {
 			continue // acknowledged or dropped meanwhile
 		}
 		if err != nil {
 			return sum, fmt.Errorf("spool: inspect: %w", err)
 		}
 		sum.Segments++
-		sum.Bytes += int64(len(data))
-		if int64(len(data)) < segHeaderSize || string(data[:segHeaderSize]) != segMagic {
-			if !strings.HasPrefix(segMagic, string(data)) {
-				sum.Damaged++ // an Open would quarantine it
-			}
-			continue
+		sum.Bytes += seg.Bytes
+		sum.Damaged += seg.Damaged
+		sum.Frames += seg.Frames
+		if !seg.Oldest.IsZero() && (sum.Oldest.IsZero() || seg.Oldest.Before(sum.Oldest)) {
+			sum.Oldest = seg.Oldest
 		}
-		// Records ending at or before from are acknowledged. Without an ack
-		// file (none written yet, or damaged) every record is waiting.
-		from := int64(0)
-		switch {
-		case !ackOK:
-		case id < ackSeg:
-			continue
-		case id == ackSeg:
-			from = ackOff
-		}
-		if end := inspectSegment(data, from, i == len(ids)-1, &sum); end < int64(len(data)) {
-			sum.Bytes -= int64(len(data)) - end // a mapped segment's preallocation
+		if seg.Newest.After(sum.Newest) {
+			sum.Newest = seg.Newest
 		}
 	}
 	return sum, nil
+}
+
+// segSummary is one segment file's part of a Summary, and its contents
+// (to tell whether a second read saw the same file).
+type segSummary struct {
+	Summary
+	data []byte
+}
+
+// inspectFile reads and inspects one segment file; found is false when it
+// no longer exists. An acknowledged segment counts only its bytes.
+func inspectFile(path string, from int64, acked, newest bool) (seg segSummary, found bool, err error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return seg, false, nil
+	}
+	if err != nil {
+		return seg, false, err
+	}
+	seg.data = data
+	seg.Bytes = int64(len(data))
+	if int64(len(data)) < segHeaderSize || string(data[:segHeaderSize]) != segMagic {
+		if !strings.HasPrefix(segMagic, string(data)) {
+			seg.Damaged++ // an Open would quarantine it
+		}
+		return seg, true, nil
+	}
+	if acked {
+		return seg, true, nil
+	}
+	if end := inspectSegment(data, from, newest, &seg.Summary); end < int64(len(data)) {
+		seg.Bytes -= int64(len(data)) - end // a mapped segment's preallocation
+	}
+	return seg, true, nil
 }
 
 // inspectSegment counts the records of one segment that end after from and
