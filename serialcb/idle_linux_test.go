@@ -5,6 +5,7 @@ package serialcb
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -14,18 +15,38 @@ import (
 
 // writePieces writes frame to the device side in pieces of at most piece
 // bytes, pausing pause between them: a device (or a USB adapter) that
-// hands a frame over in several small bursts.
-func writePieces(t *testing.T, p *vport.Pair, frame []byte, piece int, pause time.Duration) {
+// hands a frame over in several small bursts. It returns the longest time
+// between two of its writes: the line timing these tests send holds only
+// while that stays well inside the idle gap, and a scheduler that stretches
+// it (qemu-user on a busy machine does) splits a frame as a real line would.
+func writePieces(t *testing.T, p *vport.Pair, frame []byte, piece int, pause time.Duration) (longest time.Duration) {
 	t.Helper()
+	var last time.Time
 	for len(frame) > 0 {
 		n := min(piece, len(frame))
 		if _, err := p.Write(frame[:n]); err != nil {
 			t.Fatal(err)
 		}
+		now := time.Now()
+		if !last.IsZero() {
+			longest = max(longest, now.Sub(last))
+		}
+		last = now
 		frame = frame[n:]
 		if len(frame) > 0 && pause > 0 {
 			time.Sleep(pause) // line timing within a frame, not synchronisation
 		}
+	}
+	return longest
+}
+
+// skipIfStretched skips a test whose output is wrong when some frame's
+// writes were stretched past half the idle gap: the line timing it sent
+// did not hold, so its frames could split. Said, not silent.
+func skipIfStretched(t *testing.T, stretched []string, gap time.Duration) {
+	t.Helper()
+	if len(stretched) > 0 {
+		t.Skipf("the scheduler stretched the writes of %s past half the %v idle gap: the line timing this test needs did not hold", stretched, gap)
 	}
 }
 
@@ -76,9 +97,12 @@ func TestIntegrationReaderIdleModbus(t *testing.T) {
 			stop := startReader(t, r, c.onFrame)
 			<-r.Opened()
 			var want [][]byte
+			var stretched []string
 			for range tt.rounds {
 				for _, b := range bursts {
-					writePieces(t, p, b, 3, tt.pause)
+					if d := writePieces(t, p, b, 3, tt.pause); d > tt.gap/2 {
+						stretched = append(stretched, fmt.Sprintf("frame %d (%v)", len(want)+1, d))
+					}
 					want = append(want, b)
 					c.waitN(t, len(want))
 				}
@@ -86,6 +110,7 @@ func TestIntegrationReaderIdleModbus(t *testing.T) {
 			got := c.waitN(t, len(want))
 			for i, f := range got {
 				if !bytes.Equal(f.Payload, want[i]) {
+					skipIfStretched(t, stretched, tt.gap)
 					t.Fatalf("frame %d: % x, want % x", i+1, f.Payload, want[i])
 				}
 				if err := (CRC16Modbus{}).Valid(f.Payload); err != nil {
@@ -121,22 +146,31 @@ func TestIntegrationReaderIdleModbus(t *testing.T) {
 // oversize; the gap resynchronises, so the next frame is intact. A burst
 // of exactly the max is a frame.
 func TestIntegrationReaderIdleOversize(t *testing.T) {
+	const gap = 2 * time.Millisecond
 	p := newPair(t)
 	log, logs := newLogWatch()
-	r := newReader(t, PortConfig{Path: p.Path(), Framer: Idle(2 * time.Millisecond), MaxFrame: 8}, log)
+	r := newReader(t, PortConfig{Path: p.Path(), Framer: Idle(gap), MaxFrame: 8}, log)
 	c := newCollector()
 	stop := startReader(t, r, c.onFrame)
 	<-r.Opened()
+	var stretched []string
+	write := func(s string, piece int) {
+		t.Helper()
+		if d := writePieces(t, p, []byte(s), piece, 0); d > gap/2 {
+			stretched = append(stretched, fmt.Sprintf("%q (%v)", s, d))
+		}
+	}
 	send := func(s string, frames int) {
 		t.Helper()
-		writePieces(t, p, []byte(s), 4, 0)
+		write(s, 4)
 		c.waitN(t, frames)
 	}
 	send("12345678", 1)
-	writePieces(t, p, []byte("garbage: far too long for the max"), 5, 0)
+	write("garbage: far too long for the max", 5)
 	logs.waitFor(t, "oversize frames dropped", 1) // at the gap
 	send("ok", 2)
 	if got := c.payloads(); !slices.Equal(got, []string{"12345678", "ok"}) {
+		skipIfStretched(t, stretched, gap)
 		t.Errorf("frames %q", got)
 	}
 	if err := stop(); err != nil { // the counters are final once Run returned
