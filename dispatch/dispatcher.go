@@ -242,10 +242,9 @@ func (d *Dispatcher) spoolDirect(f *serialcb.Frame, lanes []*lane) (rest []*lane
 	if !d.direct || d.closing.Load() {
 		return lanes, 0
 	}
-	frames := [1]*serialcb.Frame{f}
 	var took uint64 // bit i: lanes[i] took f
 	for i, l := range lanes {
-		if i < 64 && l.appendDirect(frames[:]) {
+		if i < 64 && l.appendDirect(f) {
 			took |= 1 << i
 			n++
 		}

@@ -121,7 +121,7 @@ func (l *lane) attachSpool(sp *spool.Spool, dl DeadLetterStore) {
 	l.pump()
 }
 
-// appendDirect appends frames to the lane's spool on the caller's
+// appendDirect appends f to the lane's spool on the caller's
 // goroutine, if the lane takes direct appends now, and reports whether it
 // did. It does when the spool does not fsync each append, appends work,
 // and no frame admitted earlier waits for the loop to spool it (queued is
@@ -133,20 +133,20 @@ func (l *lane) attachSpool(sp *spool.Spool, dl DeadLetterStore) {
 // they come faster than one per wake-up, and the loop then spools them in
 // group commits, one append for many, while the read loop goes on reading
 // (at max rate one append each cost a fifth of the frames per second).
-func (l *lane) appendDirect(frames []*serialcb.Frame) bool {
+func (l *lane) appendDirect(f *serialcb.Frame) bool {
 	sp := l.direct.Load()
 	if sp == nil || l.queued.Load() != 0 || l.spoolDown.Load() {
 		return false
 	}
-	read := frames[0].ReceivedAt.UnixNano()
+	read := f.ReceivedAt.UnixNano()
 	if l.lastDirect.Load() == read {
 		return false
 	}
 	l.lastDirect.Store(read)
-	if sp.Append(frames) != nil {
+	if sp.Append([]*serialcb.Frame{f}) != nil {
 		return false // the loop's way retries it, counts and logs
 	}
-	l.nSpooled.Add(uint64(len(frames)))
+	l.nSpooled.Add(1)
 	if w := l.wakeAt.Load(); w != noWake && sp.Appended() >= w && l.wakeAt.CompareAndSwap(w, noWake) {
 		// Once per wait of the loop's. CallLater is not refused for a
 		// full queue; after Shutdown the frames wait in the spool for the
@@ -176,8 +176,8 @@ func (l *lane) awaitAppends(mark, n uint64) bool {
 	return true // if the swap failed, an append took the mark and calls spoolFilled
 }
 
-// spoolFilled is the news, from a direct append, that a spool the loop
-// found empty holds frames again; on the loop.
+// spoolFilled is the news, from a direct append, that the frames the loop
+// waited for (see awaitAppends) are in the spool; on the loop.
 func (l *lane) spoolFilled() {
 	l.spoolEmpty = false
 	l.pump()

@@ -83,11 +83,11 @@ func Inspect(dir string) (Summary, error) {
 				seg = again
 			}
 		}
-		if errors.Is(err, os.ErrNotExist) || err == nil && !found {
-			continue // acknowledged or dropped meanwhile
-		}
 		if err != nil {
 			return sum, fmt.Errorf("spool: inspect: %w", err)
+		}
+		if !found {
+			continue // acknowledged or dropped meanwhile
 		}
 		sum.Segments++
 		sum.Bytes += seg.Bytes
