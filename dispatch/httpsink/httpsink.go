@@ -182,7 +182,7 @@ type Sink struct {
 	// than inside the transport waiting for a connection.
 	sem chan struct{}
 
-	bodies sync.Pool // *body
+	batches sync.Pool // *body, NDJSON bodies
 
 	mu        sync.Mutex // guards client, transport, closed
 	client    *http.Client
@@ -218,11 +218,7 @@ func New(cfg Config, log *zap.Logger) (*Sink, error) {
 		header:  h,
 		sem:     make(chan struct{}, cfg.MaxConns),
 	}
-	keep := 64 << 10 // one frame's record; past it, an oversize frame
-	if cfg.ndjson() {
-		keep = 4 << 20 // a batch's records
-	}
-	s.bodies.New = func() any { return &body{pool: &s.bodies, keep: keep} }
+	s.batches.New = func() any { return &body{pool: &s.batches, keep: 4 << 20} }
 	return s, nil
 }
 
@@ -352,12 +348,20 @@ func (s *Sink) postAll(ctx context.Context, client *http.Client, batch []*serial
 }
 
 // post sends one frame and classifies the outcome.
+//
+// The body is a fresh buffer behind a *bytes.Reader, the one kind of body
+// net/http writes in the same write as the headers: with any other reader
+// it flushes the headers first, in case the body blocks, and every POST
+// costs two writes, two TCP segments and two wake-ups of the receiver.
+// The transport may still read the body after Do returns (an answer can
+// come before the whole body went out), so the buffer is left to the
+// garbage collector rather than reused.
 func (s *Sink) post(ctx context.Context, client *http.Client, f *serialcb.Frame) error {
-	b := s.bodies.Get().(*body)
-	b.buf = dispatch.AppendJSON(b.buf[:0], f)
+	buf := dispatch.AppendJSON(make([]byte, 0, dispatch.BodySize(f, dispatch.FormatJSON)), f)
 	var id [36]byte
 	idText, _ := f.ID.AppendText(id[:0])
-	return s.send(ctx, client, b, string(idText), 0)
+	open := func() io.ReadCloser { return io.NopCloser(bytes.NewReader(buf)) }
+	return s.send(ctx, client, len(buf), open, string(idText), 0)
 }
 
 // postBatch sends the whole batch as one NDJSON body and classifies the
@@ -365,7 +369,9 @@ func (s *Sink) post(ctx context.Context, client *http.Client, f *serialcb.Frame)
 // and the last frame ids: a retry of the batch (which fails or succeeds as
 // a whole, so dispatch retries it unchanged) carries the same key.
 func (s *Sink) postBatch(ctx context.Context, client *http.Client, batch []*serialcb.Frame) error {
-	b := s.bodies.Get().(*body)
+	b := s.batches.Get().(*body)
+	b.refs.Store(1) // postBatch's reference; each reader adds one
+	defer b.release()
 	buf := b.buf[:0]
 	for _, f := range batch {
 		buf = dispatch.AppendJSON(buf, f)
@@ -376,15 +382,14 @@ func (s *Sink) postBatch(ctx context.Context, client *http.Client, batch []*seri
 	k, _ := batch[0].ID.AppendText(key[:0])
 	k = append(k, ':')
 	k, _ = batch[len(batch)-1].ID.AppendText(k)
-	return s.send(ctx, client, b, string(k), len(batch))
+	return s.send(ctx, client, len(b.buf), b.reader, string(k), len(batch))
 }
 
-// send POSTs the body b (taking over the caller's reference to it) with the
-// given Idempotency-Key and, when frames > 0, the FramesHeader, and
-// classifies the outcome.
-func (s *Sink) send(ctx context.Context, client *http.Client, b *body, key string, frames int) error {
-	b.refs.Store(1) // the caller's reference; each reader adds one
-	defer b.release()
+// send POSTs a body of size bytes, read through the readers open returns,
+// with the given Idempotency-Key and, when frames > 0, the FramesHeader, and
+// classifies the outcome. open is called once per attempt (the transport
+// may retry on a stale keep-alive connection) and only while send runs.
+func (s *Sink) send(ctx context.Context, client *http.Client, size int, open func() io.ReadCloser, key string, frames int) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("POST %s: %w", s.safeURL, err)
 	}
@@ -414,9 +419,9 @@ func (s *Sink) send(ctx context.Context, client *http.Client, b *body, key strin
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        h,
-		Body:          b.reader(),
-		GetBody:       b.getBody,
-		ContentLength: int64(len(b.buf)),
+		Body:          open(),
+		GetBody:       func() (io.ReadCloser, error) { return open(), nil },
+		ContentLength: int64(size),
 		Host:          s.url.Host,
 	}).WithContext(ctx)
 
@@ -534,7 +539,9 @@ func (s *Sink) Close() error {
 	return nil
 }
 
-// body is a pooled request buffer. The transport may read and close a
+// body is a pooled NDJSON request buffer. A batch's body is large, so
+// reusing it saves more than the extra write of the headers (see post)
+// costs, once per batch. The transport may read and close a
 // request body after Do has returned, and may ask GetBody for a fresh copy to
 // retry on a stale keep-alive connection (Idempotency-Key makes a POST
 // replayable), so the buffer goes back to the pool only once the caller and
@@ -547,7 +554,7 @@ type body struct {
 }
 
 // reader returns a new reference to b for the transport.
-func (b *body) reader() *bodyReader {
+func (b *body) reader() io.ReadCloser {
 	b.refs.Add(1)
 	r := &bodyReader{b: b}
 	r.Reset(b.buf)
@@ -562,10 +569,6 @@ func (b *body) release() {
 		b.pool.Put(b)
 	}
 }
-
-// getBody is http.Request.GetBody. The transport calls it only inside Do,
-// while the caller still holds its reference.
-func (b *body) getBody() (io.ReadCloser, error) { return b.reader(), nil }
 
 // bodyReader is one reader of a body; closing it (once, however often the
 // transport calls Close) drops its reference.

@@ -472,6 +472,51 @@ func TestConcurrencyAndConnectionReuse(t *testing.T) {
 	}
 }
 
+// writeCounter counts the writes to the connections a transport dials.
+type writeCounter struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c writeCounter) Write(p []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(p)
+}
+
+// TestRequestIsOneWrite checks that a POST of one frame leaves in one write,
+// headers and body together: with two, each POST is two TCP segments and
+// wakes the receiver twice. net/http flushes the headers on their own
+// unless it knows the body is in memory. (An NDJSON batch's pooled body
+// takes two writes, once per batch.)
+func TestRequestIsOneWrite(t *testing.T) {
+	var posts atomic.Int64
+	srv := server(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		posts.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	s := start(t, srv.URL+"/ingest", nil)
+	var writes atomic.Int64
+	dial := s.transport.DialContext
+	s.transport.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return writeCounter{c, &writes}, nil
+	}
+	batch := make([]*serialcb.Frame, 20)
+	for i := range batch {
+		batch[i] = frame(uint64(i), "T=21.5")
+	}
+	if err := s.Write(t.Context(), batch); err != nil {
+		t.Fatal(err)
+	}
+	if p, w := posts.Load(), writes.Load(); p != 20 || w != p {
+		t.Errorf("%d POSTs took %d writes, want 20 POSTs in one write each", p, w)
+	}
+}
+
 func TestTLS(t *testing.T) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	t.Cleanup(srv.Close)
