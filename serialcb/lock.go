@@ -30,6 +30,17 @@ func (p *lockedPort) Read(b []byte) (int, error) {
 	return p.Port.Read(b)
 }
 
+// ReadEach reads through the poller while no read timeout is set, calling
+// each for every read (pollReader.ReadEach), and reports ok; otherwise it
+// reads nothing and reports !ok: the caller then uses Read.
+func (p *lockedPort) ReadEach(b []byte, each func(n int) bool) (ok, stopped bool, err error) {
+	if p.poll == nil || p.timed.Load() {
+		return false, false, nil
+	}
+	stopped, err = p.poll.ReadEach(b, each)
+	return true, stopped, err
+}
+
 // SetReadTimeout sets Port's read timeout and routes Read accordingly.
 func (p *lockedPort) SetReadTimeout(t time.Duration) error {
 	if err := p.Port.SetReadTimeout(t); err != nil {

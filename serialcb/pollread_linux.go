@@ -1,6 +1,7 @@
 package serialcb
 
 import (
+	"errors"
 	"os"
 	"syscall"
 	"time"
@@ -37,6 +38,12 @@ type pollReader struct {
 	buf   []byte
 	n     int
 	errno syscall.Errno
+
+	// ReadEach's read(2) loop and its state, made once for the same reason.
+	readEach func(fd uintptr) bool
+	each     func(n int) bool
+	stopped  bool   // each returned false
+	reads    uint64 // read(2) calls ReadEach made, for its test
 }
 
 // openPollReader opens path for polled reads, or returns nil: the reads then
@@ -60,6 +67,7 @@ func openPollReader(path string) *pollReader {
 	}
 	p := &pollReader{f: f, rc: rc}
 	p.read = p.readFD
+	p.readEach = p.readEachFD
 	return p
 }
 
@@ -102,6 +110,62 @@ func (p *pollReader) readFD(fd uintptr) bool {
 		}
 		p.n, p.errno = int(r), e
 		return true
+	}
+}
+
+// ReadEach reads into b and calls each with the count of every read, all
+// inside one RawConn.Read, until each returns false (stopped), a read fails
+// (err) or the tty reports end of file (neither). It returns an error
+// matching os.ErrClosed once Close was called. each runs on the caller's
+// goroutine while the descriptor's read lock is held: Close waits for it.
+//
+// Why: Read, called once per frame at the rates devices send, makes two
+// read(2)s per frame, the second to find the queue empty before it may
+// wait (see Read). Inside one RawConn.Read the poller keeps the edge it
+// saw, so a read that returned less than len(b) (the tty's input queue
+// is emptied up to the count asked for) can be followed by the wait
+// itself: input that comes later is a new edge, and input that came
+// while each ran has marked the descriptor ready already.
+func (p *pollReader) ReadEach(b []byte, each func(n int) bool) (stopped bool, err error) {
+	if len(b) == 0 {
+		return false, errors.New("serialcb: ReadEach with an empty buffer")
+	}
+	p.buf, p.each, p.stopped, p.errno = b, each, false, 0
+	err = p.rc.Read(p.readEach)
+	stopped, errno := p.stopped, p.errno
+	p.buf, p.each = nil, nil // do not keep the caller's buffer and func
+	if err != nil {
+		return false, &os.PathError{Op: "read", Path: p.f.Name(), Err: os.ErrClosed}
+	}
+	if errno != 0 {
+		return false, &os.PathError{Op: "read", Path: p.f.Name(), Err: errno}
+	}
+	return stopped, nil
+}
+
+// readEachFD is ReadEach's loop inside the poller: true ends it.
+func (p *pollReader) readEachFD(fd uintptr) bool {
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p.buf[0])), uintptr(len(p.buf)))
+		p.reads++
+		switch {
+		case e == syscall.EINTR:
+			continue
+		case e == syscall.EAGAIN:
+			return false // wait in the poller
+		case e != 0:
+			p.errno = e
+			return true
+		case r == 0:
+			return true // end of file: a hung-up line
+		}
+		if !p.each(int(r)) {
+			p.stopped = true
+			return true
+		}
+		if int(r) < len(p.buf) {
+			return false // the queue is empty: wait, without a read to prove it
+		}
 	}
 }
 

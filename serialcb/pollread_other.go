@@ -10,4 +10,6 @@ func openPollReader(string) *pollReader { return nil }
 
 func (*pollReader) Read([]byte) (int, error) { panic("unreachable") }
 
+func (*pollReader) ReadEach([]byte, func(int) bool) (bool, error) { panic("unreachable") }
+
 func (*pollReader) Close() error { return nil }

@@ -299,6 +299,12 @@ func (r *Reader) run(ctx context.Context, onFrame func(Frame), failFirst bool) e
 	return nil
 }
 
+// eachReader is a port that can stay in the runtime poller from read to
+// read (lockedPort on Linux; see pollReader.ReadEach).
+type eachReader interface {
+	ReadEach(b []byte, each func(n int) bool) (ok, stopped bool, err error)
+}
+
 // readPort reads port until a read fails or ctx is done, and closes it.
 func (r *Reader) readPort(ctx context.Context, port serial.Port, q chan *WriteRequest, now *time.Time, emit func([]byte), oversize func(int)) error {
 	// A blocked Read cannot see ctx; closing the port wakes it.
@@ -338,8 +344,25 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, q chan *WriteRe
 		r.closeWrites(q)
 	}()
 
+	got := func(n int) {
+		if watchdog != nil {
+			watchdog.Reset(r.cfg.SilenceTimeout)
+		}
+		*now = time.Now().UTC()
+		r.bytes.Add(uint64(n))
+		r.cutter.Feed(r.buf[:n], emit, oversize)
+		r.noise.Store(r.cutter.Noise())
+		r.noteRead(*now)
+	}
 	// Untimed reads go through the poller where there is one (Linux):
-	// lockedPort.Read picks it while no read timeout is set.
+	// lockedPort.ReadEach stays in it from read to read, handing each to
+	// polled, until a frame in progress needs the idle read timeout armed.
+	// Otherwise Read reads, and picks the poller while no timeout is set.
+	each, _ := port.(eachReader)
+	polled := func(n int) bool {
+		got(n)
+		return r.idleGap <= 0 || !r.cutter.Busy()
+	}
 	armed := false // the idle read timeout is set
 	for {
 		if r.idleGap > 0 && r.cutter.Busy() != armed {
@@ -352,16 +375,22 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, q chan *WriteRe
 				return fmt.Errorf("set read timeout: %w", err)
 			}
 		}
+		if each != nil && !armed {
+			if ok, stopped, err := each.ReadEach(r.buf, polled); ok {
+				switch {
+				case err != nil && silent.Load() && ctx.Err() == nil:
+					return ErrSilent
+				case err != nil:
+					return err
+				case !stopped:
+					return errNoData // end of file
+				}
+				continue
+			}
+		}
 		n, err := port.Read(r.buf)
 		if n > 0 {
-			if watchdog != nil {
-				watchdog.Reset(r.cfg.SilenceTimeout)
-			}
-			*now = time.Now().UTC()
-			r.bytes.Add(uint64(n))
-			r.cutter.Feed(r.buf[:n], emit, oversize)
-			r.noise.Store(r.cutter.Noise())
-			r.noteRead(*now)
+			got(n)
 		}
 		switch {
 		case err != nil && silent.Load() && ctx.Err() == nil:
