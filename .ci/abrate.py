@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""Two builds of serialcbd side by side on the same stream: CPU per frame of B against A.
+"""Builds of serialcbd side by side on the same stream: CPU per frame of B against A, and against the anchors.
 
     .ci/abrate.py --a ./serialcbd.old --b ./serialcbd --rate 180 --seconds 20 --repeat 3
+    .ci/abrate.py --a ./serialcbd --anchors --rate 180 --seconds 20 --repeat 3
 
 Both run `serialcbd run` at its defaults (spool on, sync interval, SQLite) on
 a socat pty pair of their own, at the same time; one writer sends each frame
@@ -17,8 +18,14 @@ a ratio is worth far more than two absolute figures from `realrate.py`. The
 two readers share the machine, so the absolute figures are lower than a
 consumer's alone; use `realrate.py` for those, and for the budgets.
 
+--anchors adds the two anchors of the budgets to the same run: `cat` and
+the Python gateway (../shared/peers/, SQLite sink), each on a pty pair of
+its own, fed the same frames at the same moments; it prints each build's
+CPU per frame against theirs, run by run. --b may then be left out.
+
 Needs socat and sqlite3 (the rows are counted, so a build that loses frames
-cannot look cheap). Pass --swap to alternate which build is A.
+cannot look cheap). Pass --swap to alternate which build is A; the order
+of the writes to the ports rotates every frame.
 """
 
 import argparse
@@ -35,7 +42,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from realrate import cpu_seconds, wait_open  # noqa: E402
 
 
-def start(bin_, work, name):
+def start(kind, work, name, peer):
+    """Starts one consumer on a pty pair of its own: kind is a serialcbd
+    binary, "cat" or "python". Returns socat, the consumer, the pty end to
+    write and the database whose rows to count (None for cat)."""
     d = os.path.join(work, name)
     os.makedirs(d)
     dev, app = os.path.join(d, "dev"), os.path.join(d, "app")
@@ -45,21 +55,30 @@ def start(bin_, work, name):
         if os.path.exists(dev) and os.path.exists(app):
             break
         time.sleep(0.01)
-    proc = subprocess.Popen([bin_, "run", "--port", "bench=" + app, "--baud", "115200",
-                             "--sink", "sqlite:" + os.path.join(d, "out.db"), "--state-dir", os.path.join(d, "state"),
-                             "--metrics-addr", "", "--log-level", "warn"])
+    db = os.path.join(d, "out.db")
+    out = None
+    if kind == "cat":
+        cmd, db, out = ["cat", app], None, subprocess.DEVNULL
+    elif kind == "python":
+        cmd = ["/usr/bin/python3", peer, "--port", app, "--baud", "115200", "--sink", "sqlite:" + db]
+    else:
+        cmd = [kind, "run", "--port", "bench=" + app, "--baud", "115200", "--sink", "sqlite:" + db,
+               "--state-dir", os.path.join(d, "state"), "--metrics-addr", "", "--log-level", "warn"]
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL if kind == "python" else None)
     if not wait_open(proc.pid, app):
-        sys.exit(f"{bin_} did not open its port")
-    return socat, proc, dev, os.path.join(d, "out.db")
+        sys.exit(f"{kind} did not open its port")
+    return socat, proc, dev, db
 
 
-def run_pair(a, b, rate, seconds):
+def run_set(kinds, rate, seconds, peer):
+    """Runs the consumers at once on the same frames; returns each one's CPU
+    per frame in µs, in the order of kinds."""
     work = tempfile.mkdtemp(prefix="abrate-")
     started = []
     try:
-        for bin_, name in ((a, "a"), (b, "b")):
-            started.append(start(bin_, work, name))
-        time.sleep(1.0)
+        for i, kind in enumerate(kinds):
+            started.append(start(kind, work, f"c{i}", peer))
+        time.sleep(1.0)  # the Python gateway flushes the port after opening it
         fds = [os.open(dev, os.O_WRONLY | os.O_NOCTTY) for _, _, dev, _ in started]
         pids = [proc.pid for _, proc, _, _ in started]
         frames = int(rate * seconds)
@@ -70,7 +89,8 @@ def run_pair(a, b, rate, seconds):
             d = t0 + i / rate - time.monotonic()
             if d > 0:
                 time.sleep(d)
-            for fd in fds if i % 2 == 0 else fds[::-1]:
+            k = i % len(fds)
+            for fd in fds[k:] + fds[:k]:
                 os.write(fd, line)
         for fd in fds:
             os.close(fd)
@@ -80,37 +100,63 @@ def run_pair(a, b, rate, seconds):
     finally:
         for socat, proc, _, _ in started:
             proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
             socat.terminate()
             socat.wait()
     rows = []
     for _, _, _, db in started:
-        with sqlite3.connect(db) as c:
-            rows.append(c.execute("select count(*) from frames").fetchone()[0])
+        if db is not None:
+            with sqlite3.connect(db) as c:
+                rows.append(c.execute("select count(*) from frames").fetchone()[0])
     shutil.rmtree(work, ignore_errors=True)
-    if rows != [frames, frames]:
+    if any(r != frames for r in rows):
         sys.exit(f"rows stored {rows}, want {frames} each")
     return us
+
+
+def span(xs):
+    return f"{min(xs):.3f}–{max(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--a", required=True, help="the reference build")
-    p.add_argument("--b", required=True, help="the build measured against it")
+    p.add_argument("--b", help="the build measured against it")
+    p.add_argument("--anchors", action="store_true", help="also run cat and the Python gateway on the same frames")
+    p.add_argument("--peer", default="../shared/peers/py_asyncio_gateway.py",
+                   help="the Python gateway (default: ../shared/peers/, from the repository's root)")
     p.add_argument("--rate", type=float, default=180)
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--swap", action="store_true", help="alternate which build starts first")
     args = p.parse_args()
-    ratios = []
+    if args.b is None and not args.anchors:
+        p.error("give --b, --anchors or both")
+    builds = [("A", args.a)] + ([("B", args.b)] if args.b else [])
+    anchors = ["cat", "python"] if args.anchors else []
+    ratios = {}
     for i in range(args.repeat):
-        swap = args.swap and i % 2 == 1
-        x, y = (args.b, args.a) if swap else (args.a, args.b)
-        us = run_pair(x, y, args.rate, args.seconds)
-        ua, ub = (us[1], us[0]) if swap else (us[0], us[1])
-        ratios.append(ub / ua)
-        print(f"run {i + 1}: A {ua:.1f} µs/frame, B {ub:.1f} µs/frame, B/A {ub / ua:.3f}", flush=True)
-    print(f"{args.rate:g} frames/s, {args.seconds:g} s: B/A {min(ratios):.3f}–{max(ratios):.3f} ({len(ratios)} runs)")
+        order = builds[::-1] if args.swap and i % 2 == 1 else builds
+        kinds = [b for _, b in order] + anchors
+        us = dict(zip([n for n, _ in order] + anchors, run_set(kinds, args.rate, args.seconds, args.peer)))
+        parts = [f"{k} {v:.1f}" for k, v in us.items()]
+        pairs = [("B", "A")] if args.b else []
+        pairs += [(n, a) for n, _ in builds for a in anchors]
+        for x, y in pairs:
+            r = us[x] / us[y]
+            ratios.setdefault(f"{x}/{y}", []).append(r)
+            parts.append(f"{x}/{y} {r:.3f}" if y != "python" else f"{x}/{y} 1/{1 / r:.1f}")
+        print(f"run {i + 1}: µs/frame " + ", ".join(parts), flush=True)
+    for k, rs in ratios.items():
+        if k.endswith("/python"):
+            lo, hi = max(rs), min(rs)
+            print(f"{args.rate:g} frames/s, {args.seconds:g} s: {k} 1/{1 / lo:.1f}–1/{1 / hi:.1f} ({len(rs)} runs)")
+        else:
+            print(f"{args.rate:g} frames/s, {args.seconds:g} s: {k} {span(rs)} ({len(rs)} runs)")
 
 
 if __name__ == "__main__":
