@@ -356,12 +356,14 @@ func (r *Reader) readPort(ctx context.Context, port serial.Port, q chan *WriteRe
 	}
 	// Untimed reads go through the poller where there is one (Linux):
 	// lockedPort.ReadEach stays in it from read to read, handing each to
-	// polled, until a frame in progress needs the idle read timeout armed.
-	// Otherwise Read reads, and picks the poller while no timeout is set.
+	// polled, until a frame in progress needs the idle read timeout armed
+	// or the run is stopping (a read per ReadEach then, as with Read, which
+	// a closed port refuses). Otherwise Read reads, and picks the poller
+	// while no timeout is set.
 	each, _ := port.(eachReader)
 	polled := func(n int) bool {
 		got(n)
-		return r.idleGap <= 0 || !r.cutter.Busy()
+		return ctx.Err() == nil && (r.idleGap <= 0 || !r.cutter.Busy())
 	}
 	armed := false // the idle read timeout is set
 	for {
