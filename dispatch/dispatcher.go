@@ -194,14 +194,40 @@ func (d *Dispatcher) Submit(f serialcb.Frame) *asyncloop.Future[Receipt] {
 	if lanes == nil {
 		return d.drop(&f)
 	}
-	it := &item{frame: f, lanes: lanes}
+	rest, n := d.spoolDirect(&f, lanes)
+	return d.handOff(f, rest, n)
+}
+
+// Send is Submit for a caller that ignores the frame's future, as the
+// daemon's read loops do: every failure is logged and counted all the
+// same. A frame that every sink it goes to took directly (see
+// spoolDirect) then costs no allocation and no future: at the rates
+// devices send, that is most frames, and the item and its future were
+// the read loop's only allocation and a fifth of Submit's cache misses.
+func (d *Dispatcher) Send(f serialcb.Frame) {
+	d.submitted.Add(1)
+	lanes := d.route(&f)
+	if lanes == nil {
+		d.drop(&f)
+		return
+	}
+	rest, n := d.spoolDirect(&f, lanes)
+	if len(rest) == 0 {
+		d.delivered.Add(1)
+		return
+	}
+	d.handOff(f, rest, n)
+}
+
+// handOff is the rest of Submit once f is routed: lanes are the sinks f
+// still goes to, through the loop, after delivered sinks took it directly.
+func (d *Dispatcher) handOff(f serialcb.Frame, lanes []*lane, delivered int) *asyncloop.Future[Receipt] {
+	it := &item{frame: f, lanes: lanes, delivered: delivered}
 	it.fut.Init(d.loop)
-	lanes, it.delivered = d.spoolDirect(&it.frame, lanes)
 	if len(lanes) == 0 {
 		d.resolve(it, nil)
 		return &it.fut
 	}
-	it.lanes = lanes
 	d.admit(lanes)
 	// CallSoonWith, not CallSoon with a closure: no allocation per frame,
 	// and the same queue, so Drain's CallSoon still runs after this frame.

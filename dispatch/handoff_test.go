@@ -158,3 +158,50 @@ func TestSpooledAppendAllocs(t *testing.T) {
 		})
 	}
 }
+
+// TestSendAllocs: Send, Submit without a future, makes no allocation for a
+// frame its sink's spool takes directly, and counts it as Submit would;
+// where the frame goes the loop's way (SyncBatch) it still reaches the
+// spool.
+func TestSendAllocs(t *testing.T) {
+	for _, c := range []struct {
+		sync spool.SyncMode
+		want float64
+	}{{spool.SyncNone, 0}, {spool.SyncBatch, 3}} {
+		t.Run(c.sync.String(), func(t *testing.T) {
+			sp := openSpoolOpts(t, spool.Options{Dir: t.TempDir(), Sync: c.sync})
+			tg := spooledTarget("s", nopSink{}, sp, nil)
+			tg.Options.Linger = time.Hour // no spool read during the measurement
+			tg.Options.MaxBatch = 100_000
+			fx := start(t, zap.NewNop(), dispatch.Config{Targets: []dispatch.Target{tg}})
+			t.Cleanup(func() {
+				if err := fx.stop(t, time.Minute); err != nil {
+					t.Error(err)
+				}
+			})
+			var gen serialcb.IDGen
+			now := time.Now()
+			f := serialcb.Frame{ID: gen.New(now), Port: "p", ReceivedAt: now, Payload: []byte("payload")}
+			sent := 0
+			op := func() {
+				f.Seq++
+				f.ReceivedAt = f.ReceivedAt.Add(time.Millisecond) // one read each
+				fx.d.Send(f)
+				sent++
+			}
+			waitFor(t, "the spool attached", func() bool { op(); return sp.Stats().Frames > 0 })
+			op()
+			if got := testing.AllocsPerRun(500, op); got > c.want {
+				t.Errorf("%v allocs per frame sent, want ≤ %v", got, c.want)
+			}
+			// Through the loop a frame counts as delivered once its
+			// append's future is resolved, after the spool has it.
+			waitFor(t, "every frame sent in the spool and counted", func() bool {
+				return sp.Stats().Frames == uint64(sent) && fx.d.Stats().Delivered == uint64(sent)
+			})
+			if st := fx.d.Stats(); st.Submitted != uint64(sent) || st.Failed != 0 {
+				t.Errorf("stats after %d frames sent: submitted %d, failed %d", sent, st.Submitted, st.Failed)
+			}
+		})
+	}
+}

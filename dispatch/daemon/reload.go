@@ -68,6 +68,9 @@ func newPortRun(p configs.Port, r *serialcb.Reader, c *portCheck, disp *dispatch
 
 // onFrame is the Reader's callback: validate, then hand the frame to the
 // current dispatcher. The lock is uncontended except during a reload.
+// Send, not Submit: nothing here looks at the frame's future (the
+// dispatcher logs and counts every failure), and a frame spooled directly
+// then costs no allocation.
 func (p *portRun) onFrame(f serialcb.Frame) {
 	p.lastFrame.Store(f.ReceivedAt.UnixNano())
 	p.procs.observe(f.ReceivedAt)
@@ -76,7 +79,7 @@ func (p *portRun) onFrame(f serialcb.Frame) {
 	ok, invalid := p.check.Load().check(p.log, &f)
 	p.offerReply(&f, invalid)
 	if ok {
-		p.disp.Submit(f)
+		p.disp.Send(f)
 	}
 }
 
