@@ -115,6 +115,26 @@ func submitTracked(fx *fixture, collected chan struct{}) *asyncloop.Future[dispa
 	return fx.d.Submit(f)
 }
 
+// allocsFixture starts a dispatcher with one spooled sink (sync mode sm)
+// that reads nothing from its spool while a test counts allocations, and
+// returns the spool, the dispatcher and a frame to send.
+func allocsFixture(t *testing.T, sm spool.SyncMode) (*spool.Spool, *fixture, serialcb.Frame) {
+	t.Helper()
+	sp := openSpoolOpts(t, spool.Options{Dir: t.TempDir(), Sync: sm})
+	tg := spooledTarget("s", nopSink{}, sp, nil)
+	tg.Options.Linger = time.Hour // no spool read during the measurement
+	tg.Options.MaxBatch = 100_000
+	fx := start(t, zap.NewNop(), dispatch.Config{Targets: []dispatch.Target{tg}})
+	t.Cleanup(func() {
+		if err := fx.stop(t, time.Minute); err != nil {
+			t.Error(err)
+		}
+	})
+	var gen serialcb.IDGen
+	now := time.Now()
+	return sp, fx, serialcb.Frame{ID: gen.New(now), Port: "p", ReceivedAt: now, Payload: []byte("payload")}
+}
+
 // TestSpooledAppendAllocs holds what a frame costs in allocations from
 // Submit until it is on disk, when frames come one at a time (as devices
 // send them) and each is an Append of its own. Appended directly on
@@ -128,19 +148,7 @@ func TestSpooledAppendAllocs(t *testing.T) {
 		want float64
 	}{{spool.SyncNone, 1}, {spool.SyncBatch, 3}} {
 		t.Run(c.sync.String(), func(t *testing.T) {
-			sp := openSpoolOpts(t, spool.Options{Dir: t.TempDir(), Sync: c.sync})
-			tg := spooledTarget("s", nopSink{}, sp, nil)
-			tg.Options.Linger = time.Hour // no spool read during the measurement
-			tg.Options.MaxBatch = 100_000
-			fx := start(t, zap.NewNop(), dispatch.Config{Targets: []dispatch.Target{tg}})
-			t.Cleanup(func() {
-				if err := fx.stop(t, time.Minute); err != nil {
-					t.Error(err)
-				}
-			})
-			var gen serialcb.IDGen
-			now := time.Now()
-			f := serialcb.Frame{ID: gen.New(now), Port: "p", ReceivedAt: now, Payload: []byte("payload")}
+			sp, fx, f := allocsFixture(t, c.sync)
 			op := func() {
 				f.Seq++
 				f.ReceivedAt = f.ReceivedAt.Add(time.Millisecond)                      // one read each
@@ -169,19 +177,7 @@ func TestSendAllocs(t *testing.T) {
 		want float64
 	}{{spool.SyncNone, 0}, {spool.SyncBatch, 3}} {
 		t.Run(c.sync.String(), func(t *testing.T) {
-			sp := openSpoolOpts(t, spool.Options{Dir: t.TempDir(), Sync: c.sync})
-			tg := spooledTarget("s", nopSink{}, sp, nil)
-			tg.Options.Linger = time.Hour // no spool read during the measurement
-			tg.Options.MaxBatch = 100_000
-			fx := start(t, zap.NewNop(), dispatch.Config{Targets: []dispatch.Target{tg}})
-			t.Cleanup(func() {
-				if err := fx.stop(t, time.Minute); err != nil {
-					t.Error(err)
-				}
-			})
-			var gen serialcb.IDGen
-			now := time.Now()
-			f := serialcb.Frame{ID: gen.New(now), Port: "p", ReceivedAt: now, Payload: []byte("payload")}
+			sp, fx, f := allocsFixture(t, c.sync)
 			sent := 0
 			op := func() {
 				f.Seq++
