@@ -31,7 +31,6 @@ of the writes to the ports rotates every frame.
 import argparse
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -39,7 +38,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from realrate import cpu_seconds, wait_open  # noqa: E402
+from realrate import cpu_seconds, stop, wait_open  # noqa: E402
 
 
 def start(kind, work, name, peer):
@@ -99,12 +98,7 @@ def run_set(kinds, rate, seconds, peer):
         us = [(y - x) / frames * 1e6 for x, y in zip(c0, c1)]
     finally:
         for socat, proc, _, _ in started:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 30)
             socat.terminate()
             socat.wait()
     rows = []

@@ -132,6 +132,17 @@ class GoReceiver:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def stop(proc, timeout):
+    """Stops a consumer: SIGTERM, then SIGKILL if it is still there after
+    timeout seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_open(pid, path, timeout=10.0):
     """Waits until process pid holds path open."""
     target = os.path.realpath(path)
@@ -237,12 +248,7 @@ def run_one(kind, args, url):
                     os.kill(pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 20)
         socat.terminate()
         socat.wait()
         if proc is not None and args.strace and os.path.exists(os.path.join(work, "strace.txt")):

@@ -30,12 +30,13 @@ type Options struct {
 	// OpenSpool, when set, makes the lane store-and-forward: every frame
 	// is appended to the spool (by Submit itself for a frame that comes
 	// alone, unless the spool fsyncs each append; else in group commits,
-	// one Append in flight) before it counts as taken, and the sink is fed from the spool, which
-	// is acknowledged as deliveries complete. A frame's future then
-	// resolves once the frame is on disk; its delivery is the lane's
-	// business (retries, dead letters, metrics). Frames gather on disk
-	// while the sink is busy; Linger holds a Read of fewer than MaxBatch
-	// frames so that frames that trickle in go to the sink together.
+	// one Append in flight) before it counts as taken, and the sink is fed
+	// from the spool, which is acknowledged as deliveries complete. A
+	// frame's future then resolves once the frame is on disk; its delivery
+	// is the lane's business (retries, dead letters, metrics). Frames
+	// gather on disk while the sink is busy; Linger holds a Read of fewer
+	// than MaxBatch frames so that frames that trickle in go to the sink
+	// together.
 	//
 	// Start calls it (it does I/O); until then accepted frames wait in
 	// memory, within MaxPending. The dead-letter store receives the frames

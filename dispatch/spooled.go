@@ -25,11 +25,12 @@ import (
 // one ran. A frame that comes alone (the first of its read, with the queue
 // empty) skips the first pipeline when the spool does not fsync each
 // append: Submit appends it itself (appendDirect), and the loop hears of
-// it only when it waits for frames (awaitAppends). Reads hand out chunks in spool order; a chunk's cursor is
-// acknowledged once it and every chunk before it are settled (delivered or
-// dead-lettered), so a crash redelivers at most the unsettled chunks, and
-// ids make that harmless. Failed batches are retried from memory; the
-// spool is never rewound while running.
+// it only when it waits for frames (awaitAppends). Reads hand out chunks
+// in spool order; a chunk's cursor is acknowledged once it and every chunk
+// before it are settled (delivered or dead-lettered), so a crash
+// redelivers at most the unsettled chunks, and ids make that harmless.
+// Failed batches are retried from memory; the spool is never rewound
+// while running.
 
 // maxAppend caps the frames of one Append, so that one group commit stays
 // short and the next can gather behind it.

@@ -60,6 +60,9 @@ const (
 	// drainLimit is how much of an answer's body is read so that the
 	// connection can be reused; past it, closing the connection is cheaper.
 	drainLimit = 64 << 10
+	// maxPooledBody is the largest NDJSON body buffer worth pooling; past
+	// it (an oversize batch) it is left to the garbage collector.
+	maxPooledBody = 4 << 20
 )
 
 // Config configures the HTTP sink.
@@ -218,7 +221,7 @@ func New(cfg Config, log *zap.Logger) (*Sink, error) {
 		header:  h,
 		sem:     make(chan struct{}, cfg.MaxConns),
 	}
-	s.batches.New = func() any { return &body{pool: &s.batches, keep: 4 << 20} }
+	s.batches.New = func() any { return &body{pool: &s.batches} }
 	return s, nil
 }
 
@@ -550,7 +553,6 @@ type body struct {
 	buf  []byte
 	refs atomic.Int32
 	pool *sync.Pool
-	keep int // the largest buffer worth pooling
 }
 
 // reader returns a new reference to b for the transport.
@@ -563,7 +565,7 @@ func (b *body) reader() io.ReadCloser {
 
 func (b *body) release() {
 	if b.refs.Add(-1) == 0 {
-		if cap(b.buf) > b.keep {
+		if cap(b.buf) > maxPooledBody {
 			b.buf = nil // an oversize frame or batch: do not pin its buffer
 		}
 		b.pool.Put(b)
